@@ -1,0 +1,128 @@
+//! Serving one accepted connection: protocol detection, hyper, graceful and hard shutdown; and
+//! the service that turns each hyper request into an [`Exchange`] for the host.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::service::service_fn;
+use hyper::{StatusCode, Version};
+use hyper_util::rt::TokioIo;
+
+use crate::endpoint::Protocols;
+use crate::exchange::{Exchange, ResponseBody, Shared};
+use crate::log::log_at;
+use crate::request::ConnectionInfo;
+use crate::server::{Phase, ServerContext};
+use crate::transport::{Listener, Stream};
+
+/// Accepts connections until the server leaves the running phase; dropping the listener at the
+/// end closes the socket (and removes a Unix socket file).
+pub(crate) async fn accept_loop(listener: Listener, protocols: Protocols, ctx: Arc<ServerContext>) {
+    let mut phase = ctx.subscribe();
+    loop {
+        tokio::select! {
+            biased;
+            _ = async { phase.wait_for(|p| *p != Phase::Running).await.map(|_| ()) } => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote, local)) => {
+                    let id = ctx.connection_opened();
+                    let info = Arc::new(ConnectionInfo::new(id, remote, local, "http"));
+                    tokio::spawn(serve_connection(stream, info, protocols, ctx.clone()));
+                }
+                Err(e) => {
+                    log_at!(ctx.logger, Warn, "kestrel.connections", "accept on {} failed: {}", listener.url(), e);
+                    // Out of descriptors or memory: back off instead of spinning.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    log_at!(ctx.logger, Debug, "kestrel.connections", "stopped accepting on {}", listener.url());
+}
+
+/// Decrements the live-connection count however the connection task ends (even if aborted).
+struct ConnectionGuard(Arc<ServerContext>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+async fn serve_connection(stream: Stream, info: Arc<ConnectionInfo>, protocols: Protocols, ctx: Arc<ServerContext>) {
+    let _guard = ConnectionGuard(ctx.clone());
+    log_at!(ctx.logger, Trace, "kestrel.connections", "connection {} from {} accepted", info.id(), info.remote_text());
+    let service = {
+        let (info, ctx) = (info.clone(), ctx.clone());
+        service_fn(move |request| respond(request, info.clone(), ctx.clone()))
+    };
+    let builder = ctx.builder(protocols);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut phase = ctx.subscribe();
+    let mut draining = false;
+    loop {
+        let current = *phase.borrow_and_update();
+        if current == Phase::Aborting {
+            info.torn_down.store(true, Ordering::Release);
+            break;
+        }
+        if current == Phase::Draining && !draining {
+            draining = true;
+            // HTTP/1.1: finish the request in flight, then close; HTTP/2: GOAWAY.
+            connection.as_mut().graceful_shutdown();
+        }
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    log_at!(ctx.logger, Debug, "kestrel.connections", "connection {} ended: {}", info.id(), e);
+                }
+                break;
+            }
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    info.torn_down.store(true, Ordering::Release);
+                    break;
+                }
+            }
+        }
+    }
+    log_at!(ctx.logger, Trace, "kestrel.connections", "connection {} closed", info.id());
+}
+
+/// Aborts the exchange if hyper drops the request before the response head was handed over:
+/// that is how hyper tells a service the client went away (or the stream was reset).
+struct AbortGuard(Option<Arc<Shared>>);
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.abort();
+        }
+    }
+}
+
+async fn respond(
+    request: hyper::Request<hyper::body::Incoming>,
+    info: Arc<ConnectionInfo>,
+    ctx: Arc<ServerContext>,
+) -> Result<hyper::Response<ResponseBody>, Infallible> {
+    if request.version() < Version::HTTP_2
+        && request.headers().contains_key(TRANSFER_ENCODING)
+        && request.headers().contains_key(CONTENT_LENGTH)
+    {
+        // RFC 9112 §6.1: a request smuggling vector; refuse it and close the connection.
+        let mut response = ResponseBody::status(StatusCode::BAD_REQUEST);
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        return Ok(response);
+    }
+    let (exchange, head) = Exchange::new(request, info, ctx.clone());
+    let mut guard = AbortGuard(Some(exchange.shared().clone()));
+    ctx.dispatch(exchange);
+    let response = head.await;
+    // From here on a streamed body notices a vanished client itself.
+    guard.0 = None;
+    Ok(response.unwrap_or_else(|_| ResponseBody::status(StatusCode::INTERNAL_SERVER_ERROR)))
+}

@@ -1,0 +1,767 @@
+//! One request and its response: the object a handler works on.
+//!
+//! An [`Exchange`] is shared between the connection task (which waits for the response head and
+//! then pulls the body) and the host (which may answer from any thread). All response state lives
+//! behind one mutex; writers that must wait for buffer space wait on a condition variable (host
+//! threads) or register a callback (I/O threads, which never block).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, SERVER};
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::request::{ConnectionInfo, RequestHead};
+use crate::server::ServerContext;
+
+/// Chunk size for file bodies.
+const FILE_CHUNK: usize = 64 * 1024;
+
+type WritableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+type ReadCallback = Box<dyn FnOnce(Result<Bytes>) + Send>;
+
+/// A request and its response. Cheap to clone; every clone refers to the same exchange.
+#[derive(Clone)]
+pub struct Exchange {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange").field("id", &self.shared.head.id()).finish()
+    }
+}
+
+pub(crate) struct Shared {
+    head: RequestHead,
+    ctx: Arc<ServerContext>,
+    reader: Mutex<Reader>,
+    response: Mutex<ResponseState>,
+    /// Signalled when buffered response data drains, or on abort.
+    space: Condvar,
+    aborted: AtomicBool,
+    completed: AtomicBool,
+    settled: AtomicBool,
+    abort_hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
+
+struct Reader {
+    incoming: Option<Incoming>,
+    pending: Bytes,
+    finished: bool,
+}
+
+struct ResponseState {
+    started: bool,
+    status: StatusCode,
+    headers: HeaderMap,
+    trailers: Option<HeaderMap>,
+    head_tx: Option<oneshot::Sender<hyper::Response<ResponseBody>>>,
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    ended: bool,
+    failed: bool,
+    body_waker: Option<Waker>,
+    writable: Vec<WritableCallback>,
+}
+
+/// Whether the current thread may block: not on a tokio worker (an I/O thread).
+pub(crate) fn may_block() -> bool {
+    tokio::runtime::Handle::try_current().is_err()
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        request: hyper::Request<Incoming>,
+        conn: Arc<ConnectionInfo>,
+        ctx: Arc<ServerContext>,
+    ) -> (Exchange, oneshot::Receiver<hyper::Response<ResponseBody>>) {
+        let (parts, incoming) = request.into_parts();
+        let (head_tx, head_rx) = oneshot::channel();
+        let finished = incoming.is_end_stream();
+        ctx.request_started();
+        let shared = Shared {
+            head: RequestHead::new(parts, conn),
+            ctx,
+            reader: Mutex::new(Reader { incoming: Some(incoming), pending: Bytes::new(), finished }),
+            response: Mutex::new(ResponseState {
+                started: false,
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                trailers: None,
+                head_tx: Some(head_tx),
+                chunks: VecDeque::new(),
+                buffered: 0,
+                ended: false,
+                failed: false,
+                body_waker: None,
+                writable: Vec::new(),
+            }),
+            space: Condvar::new(),
+            aborted: AtomicBool::new(false),
+            completed: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
+            abort_hooks: Mutex::new(Vec::new()),
+        };
+        (Exchange { shared: Arc::new(shared) }, head_rx)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The request head.
+    pub fn request(&self) -> &RequestHead {
+        &self.shared.head
+    }
+
+    /// Whether the client went away or the server aborted the request.
+    pub fn is_aborted(&self) -> bool {
+        self.shared.aborted.load(Ordering::Acquire)
+    }
+
+    /// Whether the response was completed (sent, ended, failed, or completed after an abort).
+    pub fn is_completed(&self) -> bool {
+        self.shared.completed.load(Ordering::Acquire)
+    }
+
+    /// Runs `hook` once when the request is aborted; at once if it already was. The hook runs on
+    /// the thread that noticed the abort (usually an I/O thread) and must not block.
+    pub fn on_abort(&self, hook: Box<dyn FnOnce() + Send>) {
+        let mut hooks = lock(&self.shared.abort_hooks);
+        if self.is_aborted() {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(hook);
+        }
+    }
+
+    // ----- request body -----
+
+    /// Reads body bytes into `buf`, blocking until some arrive; `Ok(0)` at the end of the body.
+    /// The first read answers `Expect: 100-continue`. Not allowed on an I/O thread
+    /// ([`Error::WouldBlock`]): use [`Exchange::read_async`] there.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        if !may_block() {
+            return Err(Error::WouldBlock);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let shared = &self.shared;
+        let mut incoming = match shared.take_ready_or_incoming(buf)? {
+            Taken::Ready(n) => return Ok(n),
+            Taken::Incoming(incoming) => incoming,
+        };
+        let chunk = shared.ctx.runtime().block_on(next_chunk(&mut incoming));
+        shared.put_back(incoming, chunk, buf)
+    }
+
+    /// Reads up to `max` body bytes without blocking the caller: `done` runs on an I/O thread with
+    /// the bytes (empty at the end of the body) or the error. Always completes asynchronously.
+    pub fn read_async(&self, max: usize, done: ReadCallback) -> Result<()> {
+        let shared = self.shared.clone();
+        let mut reader = lock(&shared.reader);
+        if reader.incoming.is_none() && !reader.finished {
+            return Err(Error::InvalidState("another read is in progress".into()));
+        }
+        let max = max.max(1);
+        if !reader.pending.is_empty() || reader.finished {
+            let n = reader.pending.len().min(max);
+            let chunk = reader.pending.split_to(n);
+            drop(reader);
+            shared.ctx.runtime().spawn(async move { done(Ok(chunk)) });
+            return Ok(());
+        }
+        let Some(mut incoming) = reader.incoming.take() else {
+            return Err(Error::InvalidState("another read is in progress".into()));
+        };
+        drop(reader);
+        let runtime = shared.ctx.runtime().clone();
+        runtime.spawn(async move {
+            let chunk = next_chunk(&mut incoming).await;
+            let mut reader = lock(&shared.reader);
+            reader.incoming = Some(incoming);
+            let result = match shared.settle_chunk(&mut reader, chunk) {
+                Ok(()) => {
+                    let n = reader.pending.len().min(max);
+                    Ok(reader.pending.split_to(n))
+                }
+                Err(e) => Err(e),
+            };
+            drop(reader);
+            done(result);
+        });
+        Ok(())
+    }
+
+    // ----- response head -----
+
+    /// Sets the status code (200..=999). Only before the response started.
+    pub fn set_status(&self, status: u16) -> Result<()> {
+        let code = StatusCode::from_u16(status)
+            .ok()
+            .filter(|c| !c.is_informational())
+            .ok_or_else(|| Error::InvalidArgument(format!("status {status} is not a final status code (200..=999)")))?;
+        let mut state = self.shared.open_head()?;
+        state.status = code;
+        Ok(())
+    }
+
+    /// Adds a header (repeats allowed). Only before the response started.
+    pub fn add_header(&self, name: &[u8], value: &[u8]) -> Result<()> {
+        let (name, value) = header_pair(name, value)?;
+        self.shared.open_head()?.headers.append(name, value);
+        Ok(())
+    }
+
+    /// Sets a header, replacing every earlier value. Only before the response started.
+    pub fn set_header(&self, name: &[u8], value: &[u8]) -> Result<()> {
+        let (name, value) = header_pair(name, value)?;
+        self.shared.open_head()?.headers.insert(name, value);
+        Ok(())
+    }
+
+    /// Removes every value of a header; `Ok(false)` when there was none.
+    pub fn remove_header(&self, name: &[u8]) -> Result<bool> {
+        let name = header_name(name)?;
+        Ok(self.shared.open_head()?.headers.remove(name).is_some())
+    }
+
+    /// Adds a trailer, sent after the body. HTTP/2 always carries trailers; HTTP/1.1 only when the
+    /// client sent `TE: trailers` (otherwise they are dropped, as the protocol requires).
+    pub fn add_trailer(&self, name: &[u8], value: &[u8]) -> Result<()> {
+        let (name, value) = header_pair(name, value)?;
+        let mut state = self.shared.open()?;
+        if state.ended {
+            return Err(Error::AlreadyCompleted);
+        }
+        state.trailers.get_or_insert_with(HeaderMap::new).append(name, value);
+        Ok(())
+    }
+
+    // ----- completing -----
+
+    /// Completes the response with `body` as the whole body (Content-Length set).
+    pub fn send(&self, body: Bytes) -> Result<()> {
+        let shared = &self.shared;
+        let mut state = shared.completing()?;
+        if state.started {
+            return Err(Error::InvalidState("the response already started; write and end it".into()));
+        }
+        let trailers = state.trailers.take();
+        shared.start(&mut state, ResponseBody::full(body, trailers));
+        shared.mark_completed();
+        Ok(())
+    }
+
+    /// Completes the response with `len` bytes of `file` from `offset` (the rest of the file when
+    /// `len` is `None`). The file is read on I/O threads as the client accepts data.
+    pub fn send_file(&self, mut file: std::fs::File, offset: u64, len: Option<u64>) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let size = file.metadata().map_err(Error::Io)?.len();
+        if offset > size {
+            return Err(Error::InvalidArgument(format!("offset {offset} is past the end of the file ({size} bytes)")));
+        }
+        let len = len.unwrap_or(size - offset);
+        if len > size - offset {
+            return Err(Error::InvalidArgument(format!(
+                "range {offset}+{len} is past the end of the file ({size} bytes)"
+            )));
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(Error::Io)?;
+        let shared = &self.shared;
+        let mut state = shared.completing()?;
+        if state.started {
+            return Err(Error::InvalidState("the response already started; write and end it".into()));
+        }
+        state.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        let trailers = state.trailers.take();
+        let body = ResponseBody(BodyKind::File {
+            file: tokio::fs::File::from_std(file),
+            remaining: len,
+            chunk: Vec::new(),
+            trailers,
+        });
+        shared.start(&mut state, body);
+        shared.mark_completed();
+        Ok(())
+    }
+
+    /// Writes body bytes, starting the response (head first) if needed.
+    ///
+    /// Off I/O threads, waits while the response buffer is full (backpressure). On an I/O thread
+    /// it never waits: when the buffer is full it returns [`Error::WouldBlock`] and writes
+    /// nothing; [`Exchange::on_writable`] tells when to try again.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        let blocking = may_block();
+        let limit = self.shared.ctx.response_buffer;
+        if blocking && data.len() > limit {
+            for piece in data.chunks(limit) {
+                self.write_bytes(Bytes::copy_from_slice(piece), true)?;
+            }
+            return Ok(());
+        }
+        self.write_bytes_with(data.len(), || Bytes::copy_from_slice(data), blocking)
+    }
+
+    /// Like [`Exchange::write`] with bytes the caller already owns (no copy).
+    pub fn write_bytes(&self, data: Bytes, blocking: bool) -> Result<()> {
+        let len = data.len();
+        self.write_bytes_with(len, move || data, blocking)
+    }
+
+    fn write_bytes_with(&self, len: usize, make: impl FnOnce() -> Bytes, blocking: bool) -> Result<()> {
+        let shared = &self.shared;
+        let limit = shared.ctx.response_buffer;
+        let mut state = shared.open()?;
+        if state.ended {
+            return Err(Error::AlreadyCompleted);
+        }
+        if !state.started {
+            shared.start(&mut state, ResponseBody(BodyKind::Stream { shared: shared.clone(), done: false }));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        loop {
+            if shared.is_aborted() {
+                return Err(Error::Cancelled);
+            }
+            if state.buffered == 0 || state.buffered + len <= limit {
+                break;
+            }
+            if !blocking {
+                return Err(Error::WouldBlock);
+            }
+            state = shared.space.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.buffered += len;
+        state.chunks.push_back(make());
+        if let Some(waker) = state.body_waker.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Calls `callback` once the response buffer has room (at once, on this thread, if it has),
+    /// with `Err(Cancelled)` if the request is aborted first. For I/O-thread writers.
+    pub fn on_writable(&self, callback: WritableCallback) -> Result<()> {
+        let limit = self.shared.ctx.response_buffer;
+        let mut state = self.shared.open()?;
+        if state.buffered < limit {
+            drop(state);
+            callback(Ok(()));
+            return Ok(());
+        }
+        state.writable.push(callback);
+        Ok(())
+    }
+
+    /// Starts the response if needed and, off I/O threads, waits until every written byte was
+    /// handed to the connection.
+    pub fn flush(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut state = shared.open()?;
+        if state.ended {
+            return Err(Error::AlreadyCompleted);
+        }
+        if !state.started {
+            shared.start(&mut state, ResponseBody(BodyKind::Stream { shared: shared.clone(), done: false }));
+        }
+        if !may_block() {
+            return Ok(());
+        }
+        while state.buffered > 0 {
+            if shared.is_aborted() {
+                return Err(Error::Cancelled);
+            }
+            state = shared.space.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        Ok(())
+    }
+
+    /// Completes the response: ends a streamed body (then trailers follow), or sends the head
+    /// with an empty body if nothing was written.
+    pub fn end(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut state = shared.completing()?;
+        if state.started {
+            state.ended = true;
+            if let Some(waker) = state.body_waker.take() {
+                waker.wake();
+            }
+        } else {
+            let trailers = state.trailers.take();
+            shared.start(&mut state, ResponseBody::full(Bytes::new(), trailers));
+        }
+        shared.mark_completed();
+        Ok(())
+    }
+
+    /// Completes the request as failed: 500 with an empty body when nothing was sent yet,
+    /// otherwise the response is cut off (HTTP/1.1: the connection closes; HTTP/2: the stream is
+    /// reset) so the client cannot mistake it for a whole one.
+    pub fn fail(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut state = shared.completing()?;
+        if state.started {
+            state.failed = true;
+            if let Some(waker) = state.body_waker.take() {
+                waker.wake();
+            }
+        } else {
+            state.status = StatusCode::INTERNAL_SERVER_ERROR;
+            state.headers.clear();
+            state.trailers = None;
+            shared.start(&mut state, ResponseBody::full(Bytes::new(), None));
+        }
+        shared.mark_completed();
+        Ok(())
+    }
+}
+
+enum Taken {
+    Ready(usize),
+    Incoming(Incoming),
+}
+
+impl Shared {
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Marks the request aborted and wakes everything waiting on it. Idempotent.
+    pub(crate) fn abort(&self) {
+        if self.aborted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.settle();
+        let callbacks = {
+            let mut state = lock(&self.response);
+            state.body_waker = None;
+            std::mem::take(&mut state.writable)
+        };
+        self.space.notify_all();
+        for callback in callbacks {
+            callback(Err(Error::Cancelled));
+        }
+        let hooks = std::mem::take(&mut *lock(&self.abort_hooks));
+        for hook in hooks {
+            hook();
+        }
+    }
+
+    fn settle(&self) {
+        if !self.settled.swap(true, Ordering::AcqRel) {
+            self.ctx.request_settled();
+        }
+    }
+
+    fn mark_completed(&self) {
+        self.completed.store(true, Ordering::Release);
+        self.settle();
+    }
+
+    /// The response state, if the exchange is still open for changes.
+    fn open(&self) -> Result<MutexGuard<'_, ResponseState>> {
+        if self.completed.load(Ordering::Acquire) {
+            return Err(Error::AlreadyCompleted);
+        }
+        if self.is_aborted() {
+            return Err(Error::Cancelled);
+        }
+        Ok(lock(&self.response))
+    }
+
+    /// The response state, if the head can still change.
+    fn open_head(&self) -> Result<MutexGuard<'_, ResponseState>> {
+        let state = self.open()?;
+        if state.started {
+            return Err(Error::InvalidState("the response head was already sent".into()));
+        }
+        Ok(state)
+    }
+
+    /// The response state for an operation that completes the exchange. After an abort it
+    /// completes at once and reports [`Error::Cancelled`].
+    fn completing(&self) -> Result<MutexGuard<'_, ResponseState>> {
+        let state = lock(&self.response);
+        if self.completed.load(Ordering::Acquire) {
+            return Err(Error::AlreadyCompleted);
+        }
+        if self.is_aborted() {
+            self.completed.store(true, Ordering::Release);
+            return Err(Error::Cancelled);
+        }
+        Ok(state)
+    }
+
+    /// Hands the response head to the connection.
+    fn start(&self, state: &mut ResponseState, body: ResponseBody) {
+        state.started = true;
+        let mut response = hyper::Response::new(body);
+        *response.status_mut() = state.status;
+        let mut headers = std::mem::take(&mut state.headers);
+        if self.ctx.server_header && !headers.contains_key(SERVER) {
+            headers.insert(SERVER, HeaderValue::from_static("kestrel"));
+        }
+        *response.headers_mut() = headers;
+        if let Some(tx) = state.head_tx.take() {
+            // A closed receiver means the connection is gone; the guard there aborts us.
+            let _ = tx.send(response);
+        }
+    }
+
+    fn take_ready_or_incoming(&self, buf: &mut [u8]) -> Result<Taken> {
+        let mut reader = lock(&self.reader);
+        if !reader.pending.is_empty() {
+            return Ok(Taken::Ready(copy_out(&mut reader.pending, buf)));
+        }
+        if reader.finished {
+            return Ok(Taken::Ready(0));
+        }
+        if self.is_aborted() {
+            return Err(Error::Cancelled);
+        }
+        reader
+            .incoming
+            .take()
+            .map(Taken::Incoming)
+            .ok_or_else(|| Error::InvalidState("another read is in progress".into()))
+    }
+
+    fn put_back(&self, incoming: Incoming, chunk: Chunk, buf: &mut [u8]) -> Result<usize> {
+        let mut reader = lock(&self.reader);
+        reader.incoming = Some(incoming);
+        self.settle_chunk(&mut reader, chunk)?;
+        Ok(copy_out(&mut reader.pending, buf))
+    }
+
+    fn settle_chunk(&self, reader: &mut Reader, chunk: Chunk) -> Result<()> {
+        match chunk {
+            Chunk::Data(data) => {
+                reader.pending = data;
+                Ok(())
+            }
+            Chunk::End => {
+                // A torn-down connection also ends the stream; that is an abort, not an end.
+                if self.is_aborted() || self.head.connection().torn_down.load(Ordering::Acquire) {
+                    return Err(Error::Cancelled);
+                }
+                reader.finished = true;
+                Ok(())
+            }
+            Chunk::Failed => Err(Error::Cancelled),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+fn copy_out(pending: &mut Bytes, buf: &mut [u8]) -> usize {
+    let n = pending.len().min(buf.len());
+    buf[..n].copy_from_slice(&pending.split_to(n));
+    n
+}
+
+enum Chunk {
+    Data(Bytes),
+    End,
+    Failed,
+}
+
+/// The next non-empty data chunk; trailers of the request are skipped.
+async fn next_chunk(incoming: &mut Incoming) -> Chunk {
+    loop {
+        match incoming.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Chunk::Data(data),
+                _ => continue,
+            },
+            Some(Err(_)) => return Chunk::Failed,
+            None => return Chunk::End,
+        }
+    }
+}
+
+fn header_name(name: &[u8]) -> Result<HeaderName> {
+    HeaderName::from_bytes(name).map_err(|_| {
+        Error::InvalidHeader(format!("{:?} is not a valid header name", String::from_utf8_lossy(name)))
+    })
+}
+
+fn header_pair(name: &[u8], value: &[u8]) -> Result<(HeaderName, HeaderValue)> {
+    let name = header_name(name)?;
+    let value = HeaderValue::from_bytes(value).map_err(|_| {
+        Error::InvalidHeader(format!("the value of {name} contains a forbidden byte (CR, LF, NUL or another control)"))
+    })?;
+    Ok((name, value))
+}
+
+/// Locks a mutex, recovering from poisoning: no code path panics while holding these locks, and
+/// a host thread must never be taken down by another's panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The body hyper pulls from: whole, streamed from the exchange, or read from a file.
+pub(crate) struct ResponseBody(BodyKind);
+
+enum BodyKind {
+    Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+    Stream { shared: Arc<Shared>, done: bool },
+    File { file: tokio::fs::File, remaining: u64, chunk: Vec<u8>, trailers: Option<HeaderMap> },
+}
+
+/// Why a response body stopped early.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The handler failed after the response started.
+    Failed,
+    /// Reading the file failed.
+    File(std::io::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BodyError::Failed => f.write_str("the handler failed the response"),
+            BodyError::File(e) => write!(f, "reading the response file failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl ResponseBody {
+    pub(crate) fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        ResponseBody(BodyKind::Full { data: (!data.is_empty()).then_some(data), trailers })
+    }
+
+    pub(crate) fn status(status: StatusCode) -> hyper::Response<ResponseBody> {
+        let mut response = hyper::Response::new(ResponseBody::full(Bytes::new(), None));
+        *response.status_mut() = status;
+        response
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.0 {
+            BodyKind::Full { data, trailers } => {
+                if let Some(data) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
+            BodyKind::Stream { shared, done } => {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                let limit = shared.ctx.response_buffer;
+                let mut state = lock(&shared.response);
+                if let Some(chunk) = state.chunks.pop_front() {
+                    let was_full = state.buffered >= limit;
+                    state.buffered -= chunk.len();
+                    let callbacks = if was_full && state.buffered < limit {
+                        std::mem::take(&mut state.writable)
+                    } else {
+                        Vec::new()
+                    };
+                    drop(state);
+                    shared.space.notify_all();
+                    for callback in callbacks {
+                        callback(Ok(()));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                if state.failed {
+                    *done = true;
+                    return Poll::Ready(Some(Err(BodyError::Failed)));
+                }
+                if state.ended {
+                    let trailers = state.trailers.take();
+                    drop(state);
+                    *done = true;
+                    return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                }
+                state.body_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            BodyKind::File { file, remaining, chunk, trailers } => {
+                if *remaining == 0 {
+                    return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
+                }
+                let want = (*remaining).min(FILE_CHUNK as u64) as usize;
+                if chunk.len() != want {
+                    chunk.resize(want, 0);
+                }
+                let mut read_buf = ReadBuf::new(chunk);
+                match Pin::new(file).poll_read(cx, &mut read_buf) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        *remaining = 0;
+                        Poll::Ready(Some(Err(BodyError::File(e))))
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let n = read_buf.filled().len();
+                        if n == 0 {
+                            *remaining = 0;
+                            let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while being sent");
+                            return Poll::Ready(Some(Err(BodyError::File(e))));
+                        }
+                        *remaining -= n as u64;
+                        chunk.truncate(n);
+                        let data = Bytes::from(std::mem::take(chunk));
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            BodyKind::Full { data, trailers } => data.is_none() && trailers.is_none(),
+            BodyKind::Stream { done, .. } => *done,
+            BodyKind::File { remaining, trailers, .. } => *remaining == 0 && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            BodyKind::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyKind::Stream { .. } => SizeHint::default(),
+            BodyKind::File { remaining, .. } => SizeHint::with_exact(*remaining),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A streamed body dropped before its end means the client (or the server) gave up on it.
+        if let BodyKind::Stream { shared, done: false } = &self.0 {
+            shared.abort();
+        }
+    }
+}
