@@ -125,6 +125,8 @@ def cmd_add(jsonl, tool, path, pairs):
         # generator's ceiling rather than the server's.
         rec["warnings"].append("client CPU-bound" if rec.get("srv_cpu", 100) < 90
                                else "client saturated too")
+    if rec.get("other_cpu", 0) > 10:
+        rec["warnings"].append(f"other processes used {rec['other_cpu']}% of the pinned CPUs")
     with open(jsonl, "a") as f:
         f.write(json.dumps(rec) + "\n")
 

@@ -20,6 +20,7 @@
 #   IDLE_SERVERS [hyper nginx kestrel-inline]   ("" skips the idle test)
 #   IDLE_CONNS [10000]
 #   SERVER_CPU / CLIENT_CPU [0 / 1]
+#   DEMO_BIN   kestrel demo binary [examples-c/demo]
 #   KEEP_WORK=1 keeps the scratch dir (configs, raw tool output)
 #
 # Output: Markdown on stdout and in bench/results/latest.md (raw records in
@@ -41,7 +42,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
 HYPER_BIN=$BENCH/hyper-hello/target/release/hyper-hello
-DEMO_BIN=$ROOT/examples-c/demo
+DEMO_BIN=${DEMO_BIN:-$ROOT/examples-c/demo}  # overridable to bench another build
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { echo "[bench] $*" >&2; }
@@ -234,12 +235,21 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # drop everything up to ") " before counting fields.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
+# Busy ticks (user+nice+system+irq+softirq+steal) of the two pinned CPUs.
+# Compared with the server's and client's own CPU time it reveals other
+# processes (e.g. a compile) stealing the benchmark's cores.
+cores_busy() {
+    awk -v a="cpu$SERVER_CPU" -v b="cpu$CLIENT_CPU" \
+        '$1 == a || $1 == b { s += $2 + $3 + $4 + $7 + $8 + $9 } END { print s }' /proc/stat
+}
+
 # run_load SERVER LOAD REP
 run_load() {
     local server=$1 load=$2 rep=$3 tool out
     out=$WORK/$server-$load-$rep.out
-    local c0 t0 t1 c1
+    local c0 t0 t1 c1 b0 b1
     c0=$(cpu_ticks "$MEM_PID")
+    b0=$(cores_busy)
     t0=$(date +%s.%N)
     # bash's `time` reports the client's user+sys CPU: a client at ~100%
     # means the figure measures the load generator, not the server.
@@ -258,20 +268,24 @@ run_load() {
         *) die "unknown load $load" ;;
     esac
     t1=$(date +%s.%N)
+    b1=$(cores_busy)
     if ! kill -0 "$MEM_PID" 2>/dev/null; then
         NOTES+=("$server died during $load: $(tail -n 3 "$SRV_LOG" | tr '\n' ' ')")
         FAILED=1
         return 1
     fi
     c1=$(cpu_ticks "$MEM_PID")
-    local srv_cpu cli_cpu
+    local srv_cpu cli_cpu other_cpu
     srv_cpu=$(awk -v a="$c0" -v b="$c1" -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" \
         'BEGIN { printf "%.0f", (b - a) / hz / (t1 - t0) * 100 }')
     cli_cpu=$(awk -v t0="$t0" -v t1="$t1" '{ printf "%.0f", ($1 + $2) / (t1 - t0) * 100 }' \
         "$out.time")
+    other_cpu=$(awk -v a="$b0" -v b="$b1" -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+        -v s="$srv_cpu" -v c="$cli_cpu" \
+        'BEGIN { v = (b - a) / hz / (t1 - t0) * 100 - s - c; printf "%.0f", v < 0 ? 0 : v }')
     python3 "$BENCH/results.py" add "$JSONL" "$tool" "$out" server="$server" load="$load" \
         rep="$rep" rss_kib="$(status_kib "$MEM_PID" VmRSS)" \
-        hwm_kib="$(status_kib "$MEM_PID" VmHWM)" srv_cpu="$srv_cpu" cli_cpu="$cli_cpu"
+        hwm_kib="$(status_kib "$MEM_PID" VmHWM)" srv_cpu="$srv_cpu" cli_cpu="$cli_cpu" other_cpu="$other_cpu"
 }
 
 bench_server() {

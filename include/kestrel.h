@@ -415,8 +415,8 @@ void kestrel_options_free(kestrel_options *options);
 
 /**
  * Adds endpoints from Kestrel-style URLs separated by `;` (`urls`: `len` bytes, no NUL needed):
- * `http://localhost:5000` (127.0.0.1 and ::1), `http://*:8080` or `http://+:8080` (every
- * address), `http://0.0.0.0:0`, `http://[::1]:0` (port 0: chosen at start), and
+ * `http://localhost:5000` (127.0.0.1 and ::1), `http://+:8080` (every address; the host `*`
+ * does the same), `http://0.0.0.0:0`, `http://[::1]:0` (port 0: chosen at start), and
  * `http://unix:/absolute/path.sock`. `protocols` is a `KESTREL_PROTOCOLS_*` value. A bad URL
  * returns `KESTREL_INVALID_URL` and adds nothing.
  */
@@ -496,6 +496,58 @@ kestrel_result kestrel_options_set_log_callback(kestrel_options *options,
  * as the request is.
  */
 kestrel_response *kestrel_request_response(kestrel_request *request);
+
+/**
+ * The method (`GET`...). Valid as long as the request handle; empty if `request` is NULL.
+ */
+kestrel_str kestrel_request_method(const kestrel_request *request);
+
+/**
+ * `http` or `https`. Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_scheme(const kestrel_request *request);
+
+/**
+ * The path as sent (not percent-decoded). Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_path(const kestrel_request *request);
+
+/**
+ * The query without its `?` (empty when absent). Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_query(const kestrel_request *request);
+
+/**
+ * The raw request target (`/path?query`). Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_target(const kestrel_request *request);
+
+/**
+ * `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`. Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_version(const kestrel_request *request);
+
+/**
+ * The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent. Valid as long as
+ * the request handle.
+ */
+kestrel_str kestrel_request_authority(const kestrel_request *request);
+
+/**
+ * The client's address as text. Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_remote_addr(const kestrel_request *request);
+
+/**
+ * The server-side address of the connection as text. Valid as long as the request handle.
+ */
+kestrel_str kestrel_request_local_addr(const kestrel_request *request);
+
+/**
+ * The request id (`<connection id>:<request number>`, hexadecimal). Valid as long as the
+ * request handle.
+ */
+kestrel_str kestrel_request_id(const kestrel_request *request);
 
 /**
  * The connection id, unique within the server (0 if `request` is NULL).

@@ -121,8 +121,8 @@ pub(crate) unsafe fn take_options(options: *mut kestrel_options) -> ServerOption
 }
 
 /// Adds endpoints from Kestrel-style URLs separated by `;` (`urls`: `len` bytes, no NUL needed):
-/// `http://localhost:5000` (127.0.0.1 and ::1), `http://*:8080` or `http://+:8080` (every
-/// address), `http://0.0.0.0:0`, `http://[::1]:0` (port 0: chosen at start), and
+/// `http://localhost:5000` (127.0.0.1 and ::1), `http://+:8080` (every address; the host `*`
+/// does the same), `http://0.0.0.0:0`, `http://[::1]:0` (port 0: chosen at start), and
 /// `http://unix:/absolute/path.sock`. `protocols` is a `KESTREL_PROTOCOLS_*` value. A bad URL
 /// returns `KESTREL_INVALID_URL` and adds nothing.
 #[no_mangle]

@@ -185,65 +185,127 @@ pub unsafe extern "C" fn kestrel_request_response(request: *mut kestrel_request)
     request.cast()
 }
 
-macro_rules! view_getter {
-    ($(#[$doc:meta])* $name:ident, |$r:ident| $body:expr) => {
-        $(#[$doc])*
-        #[no_mangle]
-        pub unsafe extern "C" fn $name(request: *const kestrel_request) -> kestrel_str {
-            ffi_panic_boundary! {
-                if request.is_null() {
-                    set_last_error("the argument `request` must not be NULL".into());
-                    return kestrel_str::empty();
-                }
-                let $r = unsafe { exchange(request) }.request();
-                kestrel_str::from_bytes($body)
-            }
-        }
-    };
+/// The request head behind a handle, or None (with the last error set) for NULL.
+unsafe fn head<'a>(request: *const kestrel_request) -> Option<&'a crate::request::RequestHead> {
+    if request.is_null() {
+        set_last_error("the argument `request` must not be NULL".into());
+        return None;
+    }
+    // SAFETY: non-NULL; the host promises a live handle.
+    Some(unsafe { exchange(request) }.request())
 }
 
-view_getter!(
-    /// The method (`GET`...). Valid as long as the request handle; empty if `request` is NULL.
-    kestrel_request_method, |r| r.method().as_bytes()
-);
-view_getter!(
-    /// `http` or `https`. Valid as long as the request handle.
-    kestrel_request_scheme, |r| r.scheme().as_bytes()
-);
-view_getter!(
-    /// The path as sent (not percent-decoded). Valid as long as the request handle.
-    kestrel_request_path, |r| r.path().as_bytes()
-);
-view_getter!(
-    /// The query without its `?` (empty when absent). Valid as long as the request handle.
-    kestrel_request_query, |r| r.query().as_bytes()
-);
-view_getter!(
-    /// The raw request target (`/path?query`). Valid as long as the request handle.
-    kestrel_request_target, |r| r.target().as_bytes()
-);
-view_getter!(
-    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`. Valid as long as the request handle.
-    kestrel_request_version, |r| r.version().as_bytes()
-);
-view_getter!(
-    /// The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent. Valid as long as
-    /// the request handle.
-    kestrel_request_authority, |r| r.authority()
-);
-view_getter!(
-    /// The client's address as text. Valid as long as the request handle.
-    kestrel_request_remote_addr, |r| r.connection().remote_text().as_bytes()
-);
-view_getter!(
-    /// The server-side address of the connection as text. Valid as long as the request handle.
-    kestrel_request_local_addr, |r| r.connection().local_text().as_bytes()
-);
-view_getter!(
-    /// The request id (`<connection id>:<request number>`, hexadecimal). Valid as long as the
-    /// request handle.
-    kestrel_request_id, |r| r.id().as_bytes()
-);
+/// The method (`GET`...). Valid as long as the request handle; empty if `request` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_method(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.method().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// `http` or `https`. Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_scheme(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.scheme().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The path as sent (not percent-decoded). Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_path(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.path().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The query without its `?` (empty when absent). Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_query(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.query().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The raw request target (`/path?query`). Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_target(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.target().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`. Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_version(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.version().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent. Valid as long as
+/// the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_authority(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.authority()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The client's address as text. Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_remote_addr(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.connection().remote_text().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The server-side address of the connection as text. Valid as long as the request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_local_addr(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.connection().local_text().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
+
+/// The request id (`<connection id>:<request number>`, hexadecimal). Valid as long as the
+/// request handle.
+#[no_mangle]
+pub unsafe extern "C" fn kestrel_request_id(request: *const kestrel_request) -> kestrel_str {
+    ffi_panic_boundary! {
+        match unsafe { head(request) } {
+            Some(r) => kestrel_str::from_bytes(r.id().as_bytes()),
+            None => kestrel_str::empty(),
+        }
+    }
+}
 
 /// The connection id, unique within the server (0 if `request` is NULL).
 #[no_mangle]

@@ -1,0 +1,67 @@
+# kestrel: build, demo, tests.
+#   make run    build the library and the demo, then serve http://localhost:5000
+#   make test   install test dependencies, then run every test (what CI runs)
+
+CARGO      ?= cargo
+CC         ?= cc
+CXX        ?= c++
+PYTHON     ?= python3
+RELEASE    := target/release
+LIBDIR     := $(abspath $(RELEASE))
+CFLAGS_STRICT := -Wall -Wextra -Werror -pedantic
+C_FLAGS    := -std=c99 $(CFLAGS_STRICT) -O2 -g -Iinclude
+LINK       := -L$(LIBDIR) -Wl,-rpath,$(LIBDIR) -lkestrel -lpthread
+DEMO_ARGS  ?=
+
+export PATH := $(HOME)/.cargo/bin:$(HOME)/go/bin:$(PATH)
+
+.PHONY: all lib demo run test test-deps lint test-rust test-header test-c test-python test-h2spec bench clean
+
+all: lib demo
+
+lib:
+	$(CARGO) build --release --lib
+	ln -sf libkestrel.so $(RELEASE)/libkestrel.so.0
+
+demo: lib examples-c/demo examples-c/hello
+
+examples-c/%: examples-c/%.c include/kestrel.h $(RELEASE)/libkestrel.so
+	$(CC) $(C_FLAGS) -D_DEFAULT_SOURCE -o $@ $< $(LINK)
+
+run: demo
+	./examples-c/demo $(DEMO_ARGS)
+
+test: test-deps lint test-rust demo test-header test-c test-python test-h2spec
+	@echo "make test: all suites passed"
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# The header must match what cbindgen generates from the sources (tests/header.rs).
+test-rust:
+	KESTREL_HEADER_CHECK=1 $(CARGO) test --release
+
+# The header compiles as strict C99 and C++17; only kestrel_* symbols are exported; SONAME set.
+test-header: lib
+	bash tests/c/check_header.sh
+
+test-c: lib
+	$(MAKE) -C tests/c run LIBDIR=$(LIBDIR)
+
+test-python: demo
+	$(PYTHON) -m pytest -q tests/python
+
+test-h2spec: demo
+	bash tests/h2spec.sh
+
+bench: demo
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -f examples-c/demo examples-c/hello
+	$(MAKE) -C tests/c clean
