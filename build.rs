@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 const SONAME_MAJOR: &str = "0";
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let version = env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
 
@@ -37,9 +38,15 @@ fn main() {
 
 fn generate_header(root: &Path, version: &str) -> String {
     let mut parts = version.split(['.', '-']);
-    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
     let (major, minor, patch) = (next(), next(), next());
-    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("read cbindgen.toml");
+    let mut config =
+        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("read cbindgen.toml");
     config.after_includes = Some(format!(
         "\n#define KESTREL_VERSION_MAJOR {major}\n#define KESTREL_VERSION_MINOR {minor}\n\
          #define KESTREL_VERSION_PATCH {patch}\n#define KESTREL_VERSION_STRING \"{version}\"\n"
@@ -57,7 +64,9 @@ fn generate_header(root: &Path, version: &str) -> String {
 /// Writes `kestrel.pc` into the profile directory (`target/<profile>/`), beside the library.
 fn write_pkg_config(root: &Path, out: &Path, version: &str) {
     // OUT_DIR is target/<profile>/build/kestrel-<hash>/out.
-    let Some(profile_dir) = out.ancestors().nth(3) else { return };
+    let Some(profile_dir) = out.ancestors().nth(3) else {
+        return;
+    };
     let pc = format!(
         "prefix={root}\nlibdir={lib}\nincludedir={root}/include\n\n\
          Name: kestrel\nDescription: Embeddable HTTP/1.1 and HTTP/2 server library\nVersion: {version}\n\

@@ -39,7 +39,13 @@ pub(crate) async fn accept_loop(listener: Listener, protocols: Protocols, ctx: A
             }
         }
     }
-    log_at!(ctx.logger, Debug, "kestrel.connections", "stopped accepting on {}", listener.url());
+    log_at!(
+        ctx.logger,
+        Debug,
+        "kestrel.connections",
+        "stopped accepting on {}",
+        listener.url()
+    );
 }
 
 /// Decrements the live-connection count however the connection task ends (even if aborted).
@@ -51,9 +57,21 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn serve_connection(stream: Stream, info: Arc<ConnectionInfo>, protocols: Protocols, ctx: Arc<ServerContext>) {
+async fn serve_connection(
+    stream: Stream,
+    info: Arc<ConnectionInfo>,
+    protocols: Protocols,
+    ctx: Arc<ServerContext>,
+) {
     let _guard = ConnectionGuard(ctx.clone());
-    log_at!(ctx.logger, Trace, "kestrel.connections", "connection {} from {} accepted", info.id(), info.remote_text());
+    log_at!(
+        ctx.logger,
+        Trace,
+        "kestrel.connections",
+        "connection {} from {} accepted",
+        info.id(),
+        info.remote_text()
+    );
     let service = {
         let (info, ctx) = (info.clone(), ctx.clone());
         service_fn(move |request| respond(request, info.clone(), ctx.clone()))
@@ -89,7 +107,13 @@ async fn serve_connection(stream: Stream, info: Arc<ConnectionInfo>, protocols: 
             }
         }
     }
-    log_at!(ctx.logger, Trace, "kestrel.connections", "connection {} closed", info.id());
+    log_at!(
+        ctx.logger,
+        Trace,
+        "kestrel.connections",
+        "connection {} closed",
+        info.id()
+    );
 }
 
 /// Aborts the exchange if hyper drops the request before the response head was handed over:
@@ -115,7 +139,9 @@ async fn respond(
     {
         // RFC 9112 §6.1: a request smuggling vector; refuse it and close the connection.
         let mut response = ResponseBody::status(StatusCode::BAD_REQUEST);
-        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
         return Ok(response);
     }
     let (exchange, head) = Exchange::new(request, info, ctx.clone());

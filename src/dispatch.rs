@@ -41,7 +41,13 @@ struct QueueState {
 
 impl RequestQueue {
     pub(crate) fn new() -> Self {
-        RequestQueue { state: Mutex::new(QueueState { items: VecDeque::new(), closed: false }), ready: Condvar::new() }
+        RequestQueue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
     }
 
     pub(crate) fn push(&self, exchange: Exchange) {
@@ -78,7 +84,10 @@ impl RequestQueue {
                     if now >= deadline {
                         return Err(Error::Timeout);
                     }
-                    self.ready.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0
+                    self.ready
+                        .wait_timeout(state, deadline - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
             };
         }
@@ -100,7 +109,14 @@ pub(crate) fn run_handler(handler: &dyn Handler, exchange: Exchange, logger: &Lo
         Ok(Err(e)) => e.to_string(),
         Err(_) => "the handler panicked".to_string(),
     };
-    log_at!(logger, Error, "kestrel.application", "request {} failed: {}", keep.request().id(), why);
+    log_at!(
+        logger,
+        Error,
+        "kestrel.application",
+        "request {} failed: {}",
+        keep.request().id(),
+        why
+    );
     let _ = keep.fail();
 }
 
@@ -114,19 +130,26 @@ pub(crate) fn start_pool(
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(count);
     for i in 0..count {
-        let (work, handler, hooks, logger) = (queue.clone(), handler.clone(), hooks.clone(), logger.clone());
-        let spawned = std::thread::Builder::new().name(format!("kestrel-handler-{i}")).spawn(move || {
-            mark_library_thread();
-            if let Some(h) = &hooks {
-                let _ = catch_unwind(AssertUnwindSafe(|| h.on_start()));
-            }
-            while let Ok(exchange) = work.pop(None) {
-                run_handler(handler.as_ref(), exchange, &logger);
-            }
-            if let Some(h) = &hooks {
-                let _ = catch_unwind(AssertUnwindSafe(|| h.on_stop()));
-            }
-        });
+        let (work, handler, hooks, logger) = (
+            queue.clone(),
+            handler.clone(),
+            hooks.clone(),
+            logger.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("kestrel-handler-{i}"))
+            .spawn(move || {
+                mark_library_thread();
+                if let Some(h) = &hooks {
+                    let _ = catch_unwind(AssertUnwindSafe(|| h.on_start()));
+                }
+                while let Ok(exchange) = work.pop(None) {
+                    run_handler(handler.as_ref(), exchange, &logger);
+                }
+                if let Some(h) = &hooks {
+                    let _ = catch_unwind(AssertUnwindSafe(|| h.on_stop()));
+                }
+            });
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {

@@ -71,7 +71,10 @@ impl EndpointConfig {
     /// An endpoint on an already-listening socket. The descriptor stays the host's: the library
     /// works on a duplicate.
     pub fn from_fd(fd: RawFd, protocols: Protocols) -> Self {
-        EndpointConfig { target: BindTarget::Fd(fd), protocols }
+        EndpointConfig {
+            target: BindTarget::Fd(fd),
+            protocols,
+        }
     }
 }
 
@@ -84,7 +87,10 @@ impl EndpointConfig {
 pub fn parse_urls(urls: &str, protocols: Protocols) -> Result<Vec<EndpointConfig>> {
     let mut endpoints = Vec::new();
     for url in urls.split(';').map(str::trim).filter(|u| !u.is_empty()) {
-        endpoints.push(EndpointConfig { target: parse_url(url)?, protocols });
+        endpoints.push(EndpointConfig {
+            target: parse_url(url)?,
+            protocols,
+        });
     }
     if endpoints.is_empty() {
         return Err(Error::InvalidUrl(format!("no URL in {urls:?}")));
@@ -94,15 +100,23 @@ pub fn parse_urls(urls: &str, protocols: Protocols) -> Result<Vec<EndpointConfig
 
 fn parse_url(url: &str) -> Result<BindTarget> {
     let bad = |why: &str| Error::InvalidUrl(format!("{url:?}: {why}"));
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected scheme://host:port"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected scheme://host:port"))?;
     match scheme.to_ascii_lowercase().as_str() {
         "http" => {}
-        "https" => return Err(bad("https endpoints need TLS, which this build does not support yet")),
+        "https" => {
+            return Err(bad(
+                "https endpoints need TLS, which this build does not support yet",
+            ))
+        }
         _ => return Err(bad("the scheme must be http or https")),
     }
     if let Some(path) = rest.strip_prefix("unix:") {
         if !path.starts_with('/') {
-            return Err(bad("a Unix socket path must be absolute (http://unix:/path/to.sock)"));
+            return Err(bad(
+                "a Unix socket path must be absolute (http://unix:/path/to.sock)",
+            ));
         }
         return Ok(BindTarget::Unix(PathBuf::from(path)));
     }
@@ -112,12 +126,16 @@ fn parse_url(url: &str) -> Result<BindTarget> {
         None => rest,
     };
     if authority.contains(['?', '#', '@']) {
-        return Err(bad("a query, fragment or user info is not allowed in an endpoint URL"));
+        return Err(bad(
+            "a query, fragment or user info is not allowed in an endpoint URL",
+        ));
     }
-    let (host, port) = split_host_port(authority).map_err(|why| bad(why))?;
+    let (host, port) = split_host_port(authority).map_err(&bad)?;
     let port = match port {
         None => 80,
-        Some(p) => p.parse::<u16>().map_err(|_| bad("the port must be a number from 0 to 65535"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| bad("the port must be a number from 0 to 65535"))?,
     };
     if host.is_empty() {
         return Err(bad("the host is missing"));
@@ -129,14 +147,21 @@ fn parse_url(url: &str) -> Result<BindTarget> {
         return Ok(BindTarget::AnyAddress { port });
     }
     if let Some(inner) = host.strip_prefix('[') {
-        let literal = inner.strip_suffix(']').ok_or_else(|| bad("unclosed '[' in the host"))?;
-        let ip: IpAddr = literal.parse().map_err(|_| bad("not an IPv6 address in brackets"))?;
+        let literal = inner
+            .strip_suffix(']')
+            .ok_or_else(|| bad("unclosed '[' in the host"))?;
+        let ip: IpAddr = literal
+            .parse()
+            .map_err(|_| bad("not an IPv6 address in brackets"))?;
         return Ok(BindTarget::Ip(SocketAddr::new(ip, port)));
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(BindTarget::Ip(SocketAddr::new(ip, port)));
     }
-    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
         return Err(bad("the host is not a valid name"));
     }
     // Kestrel binds every address for a host name other than localhost.
@@ -150,7 +175,10 @@ fn split_host_port(authority: &str) -> std::result::Result<(&str, Option<&str>),
         let (host, after) = authority.split_at(end + 1);
         return match after {
             "" => Ok((host, None)),
-            _ => after.strip_prefix(':').map(|p| (host, Some(p))).ok_or("junk after ']'"),
+            _ => after
+                .strip_prefix(':')
+                .map(|p| (host, Some(p)))
+                .ok_or("junk after ']'"),
         };
     }
     match authority.rsplit_once(':') {
@@ -170,13 +198,34 @@ mod tests {
 
     #[test]
     fn kestrel_url_forms() {
-        assert_eq!(one("http://localhost:5000").unwrap(), BindTarget::Localhost { port: 5000 });
-        assert_eq!(one("http://*:8080").unwrap(), BindTarget::AnyAddress { port: 8080 });
-        assert_eq!(one("http://+:8080/").unwrap(), BindTarget::AnyAddress { port: 8080 });
-        assert_eq!(one("HTTP://example.com").unwrap(), BindTarget::AnyAddress { port: 80 });
-        assert_eq!(one("http://0.0.0.0:0").unwrap(), BindTarget::Ip("0.0.0.0:0".parse().unwrap()));
-        assert_eq!(one("http://[::1]:0").unwrap(), BindTarget::Ip("[::1]:0".parse().unwrap()));
-        assert_eq!(one("http://[::1]").unwrap(), BindTarget::Ip("[::1]:80".parse().unwrap()));
+        assert_eq!(
+            one("http://localhost:5000").unwrap(),
+            BindTarget::Localhost { port: 5000 }
+        );
+        assert_eq!(
+            one("http://*:8080").unwrap(),
+            BindTarget::AnyAddress { port: 8080 }
+        );
+        assert_eq!(
+            one("http://+:8080/").unwrap(),
+            BindTarget::AnyAddress { port: 8080 }
+        );
+        assert_eq!(
+            one("HTTP://example.com").unwrap(),
+            BindTarget::AnyAddress { port: 80 }
+        );
+        assert_eq!(
+            one("http://0.0.0.0:0").unwrap(),
+            BindTarget::Ip("0.0.0.0:0".parse().unwrap())
+        );
+        assert_eq!(
+            one("http://[::1]:0").unwrap(),
+            BindTarget::Ip("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(
+            one("http://[::1]").unwrap(),
+            BindTarget::Ip("[::1]:80".parse().unwrap())
+        );
         assert_eq!(
             one("http://unix:/tmp/k.sock").unwrap(),
             BindTarget::Unix(PathBuf::from("/tmp/k.sock"))
@@ -206,7 +255,9 @@ mod tests {
             ("http://bad_host!:80", "valid name"),
             ("", "no URL"),
         ] {
-            let err = parse_urls(url, Protocols::default()).unwrap_err().to_string();
+            let err = parse_urls(url, Protocols::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{url:?} -> {err}");
         }
     }

@@ -49,7 +49,9 @@ impl fmt::Display for Error {
             Error::Bind { address, source } => write!(f, "failed to bind {address}: {source}"),
             Error::InvalidState(msg) => write!(f, "invalid state: {msg}"),
             Error::AlreadyCompleted => f.write_str("the response was already completed"),
-            Error::Cancelled => f.write_str("the request was aborted (client gone or server stopped)"),
+            Error::Cancelled => {
+                f.write_str("the request was aborted (client gone or server stopped)")
+            }
             Error::WouldBlock => f.write_str(
                 "the call would block an I/O thread; use the asynchronous form in INLINE mode",
             ),

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, SERVER};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, SERVER, TRAILER};
 use hyper::StatusCode;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
@@ -39,7 +39,9 @@ pub struct Exchange {
 
 impl fmt::Debug for Exchange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Exchange").field("id", &self.shared.head.id()).finish()
+        f.debug_struct("Exchange")
+            .field("id", &self.shared.head.id())
+            .finish()
     }
 }
 
@@ -94,7 +96,11 @@ impl Exchange {
         let shared = Shared {
             head: RequestHead::new(parts, conn),
             ctx,
-            reader: Mutex::new(Reader { incoming: Some(incoming), pending: Bytes::new(), finished }),
+            reader: Mutex::new(Reader {
+                incoming: Some(incoming),
+                pending: Bytes::new(),
+                finished,
+            }),
             response: Mutex::new(ResponseState {
                 started: false,
                 status: StatusCode::OK,
@@ -114,7 +120,12 @@ impl Exchange {
             settled: AtomicBool::new(false),
             abort_hooks: Mutex::new(Vec::new()),
         };
-        (Exchange { shared: Arc::new(shared) }, head_rx)
+        (
+            Exchange {
+                shared: Arc::new(shared),
+            },
+            head_rx,
+        )
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -214,7 +225,11 @@ impl Exchange {
         let code = StatusCode::from_u16(status)
             .ok()
             .filter(|c| !c.is_informational())
-            .ok_or_else(|| Error::InvalidArgument(format!("status {status} is not a final status code (200..=999)")))?;
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "status {status} is not a final status code (200..=999)"
+                ))
+            })?;
         let mut state = self.shared.open_head()?;
         state.status = code;
         Ok(())
@@ -240,15 +255,19 @@ impl Exchange {
         Ok(self.shared.open_head()?.headers.remove(name).is_some())
     }
 
-    /// Adds a trailer, sent after the body. HTTP/2 always carries trailers; HTTP/1.1 only when the
-    /// client sent `TE: trailers` (otherwise they are dropped, as the protocol requires).
+    /// Adds a trailer, sent after the body. HTTP/2 always carries trailers. HTTP/1.1 carries the
+    /// trailers added before the response started (they are announced in a `Trailer` header) to
+    /// clients that sent `TE: trailers`; others are dropped, as the protocol requires.
     pub fn add_trailer(&self, name: &[u8], value: &[u8]) -> Result<()> {
         let (name, value) = header_pair(name, value)?;
         let mut state = self.shared.open()?;
         if state.ended {
             return Err(Error::AlreadyCompleted);
         }
-        state.trailers.get_or_insert_with(HeaderMap::new).append(name, value);
+        state
+            .trailers
+            .get_or_insert_with(HeaderMap::new)
+            .append(name, value);
         Ok(())
     }
 
@@ -259,7 +278,9 @@ impl Exchange {
         let shared = &self.shared;
         let mut state = shared.completing()?;
         if state.started {
-            return Err(Error::InvalidState("the response already started; write and end it".into()));
+            return Err(Error::InvalidState(
+                "the response already started; write and end it".into(),
+            ));
         }
         let trailers = state.trailers.take();
         shared.start(&mut state, ResponseBody::full(body, trailers));
@@ -273,7 +294,9 @@ impl Exchange {
         use std::io::{Seek, SeekFrom};
         let size = file.metadata().map_err(Error::Io)?.len();
         if offset > size {
-            return Err(Error::InvalidArgument(format!("offset {offset} is past the end of the file ({size} bytes)")));
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} is past the end of the file ({size} bytes)"
+            )));
         }
         let len = len.unwrap_or(size - offset);
         if len > size - offset {
@@ -285,7 +308,9 @@ impl Exchange {
         let shared = &self.shared;
         let mut state = shared.completing()?;
         if state.started {
-            return Err(Error::InvalidState("the response already started; write and end it".into()));
+            return Err(Error::InvalidState(
+                "the response already started; write and end it".into(),
+            ));
         }
         state.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         let trailers = state.trailers.take();
@@ -323,7 +348,12 @@ impl Exchange {
         self.write_bytes_with(len, move || data, blocking)
     }
 
-    fn write_bytes_with(&self, len: usize, make: impl FnOnce() -> Bytes, blocking: bool) -> Result<()> {
+    fn write_bytes_with(
+        &self,
+        len: usize,
+        make: impl FnOnce() -> Bytes,
+        blocking: bool,
+    ) -> Result<()> {
         let shared = &self.shared;
         let limit = shared.ctx.response_buffer;
         let mut state = shared.open()?;
@@ -331,7 +361,13 @@ impl Exchange {
             return Err(Error::AlreadyCompleted);
         }
         if !state.started {
-            shared.start(&mut state, ResponseBody(BodyKind::Stream { shared: shared.clone(), done: false }));
+            shared.start(
+                &mut state,
+                ResponseBody(BodyKind::Stream {
+                    shared: shared.clone(),
+                    done: false,
+                }),
+            );
         }
         if len == 0 {
             return Ok(());
@@ -379,7 +415,13 @@ impl Exchange {
             return Err(Error::AlreadyCompleted);
         }
         if !state.started {
-            shared.start(&mut state, ResponseBody(BodyKind::Stream { shared: shared.clone(), done: false }));
+            shared.start(
+                &mut state,
+                ResponseBody(BodyKind::Stream {
+                    shared: shared.clone(),
+                    done: false,
+                }),
+            );
         }
         if !may_block() {
             return Ok(());
@@ -490,7 +532,9 @@ impl Shared {
     fn open_head(&self) -> Result<MutexGuard<'_, ResponseState>> {
         let state = self.open()?;
         if state.started {
-            return Err(Error::InvalidState("the response head was already sent".into()));
+            return Err(Error::InvalidState(
+                "the response head was already sent".into(),
+            ));
         }
         Ok(state)
     }
@@ -515,6 +559,16 @@ impl Shared {
         let mut response = hyper::Response::new(body);
         *response.status_mut() = state.status;
         let mut headers = std::mem::take(&mut state.headers);
+        if let Some(trailers) = &state.trailers {
+            // HTTP/1.1 sends only trailers announced in the head (and only to clients that sent
+            // `TE: trailers`); HTTP/2 ignores the announcement.
+            if !headers.contains_key(TRAILER) {
+                let names: Vec<&str> = trailers.keys().map(|k| k.as_str()).collect();
+                if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+                    headers.insert(TRAILER, value);
+                }
+            }
+        }
         if self.ctx.server_header && !headers.contains_key(SERVER) {
             headers.insert(SERVER, HeaderValue::from_static("kestrel"));
         }
@@ -559,12 +613,18 @@ impl Shared {
             Chunk::End => {
                 // A torn-down connection also ends the stream; that is an abort, not an end.
                 if self.is_aborted() || self.head.connection().torn_down.load(Ordering::Acquire) {
+                    self.abort();
                     return Err(Error::Cancelled);
                 }
                 reader.finished = true;
                 Ok(())
             }
-            Chunk::Failed => Err(Error::Cancelled),
+            Chunk::Failed => {
+                // The body cannot be completed (client gone, stream reset, bad framing): the
+                // request is over even if hyper has not dropped it yet.
+                self.abort();
+                Err(Error::Cancelled)
+            }
         }
     }
 }
@@ -603,14 +663,19 @@ async fn next_chunk(incoming: &mut Incoming) -> Chunk {
 
 fn header_name(name: &[u8]) -> Result<HeaderName> {
     HeaderName::from_bytes(name).map_err(|_| {
-        Error::InvalidHeader(format!("{:?} is not a valid header name", String::from_utf8_lossy(name)))
+        Error::InvalidHeader(format!(
+            "{:?} is not a valid header name",
+            String::from_utf8_lossy(name)
+        ))
     })
 }
 
 fn header_pair(name: &[u8], value: &[u8]) -> Result<(HeaderName, HeaderValue)> {
     let name = header_name(name)?;
     let value = HeaderValue::from_bytes(value).map_err(|_| {
-        Error::InvalidHeader(format!("the value of {name} contains a forbidden byte (CR, LF, NUL or another control)"))
+        Error::InvalidHeader(format!(
+            "the value of {name} contains a forbidden byte (CR, LF, NUL or another control)"
+        ))
     })?;
     Ok((name, value))
 }
@@ -625,9 +690,20 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct ResponseBody(BodyKind);
 
 enum BodyKind {
-    Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
-    Stream { shared: Arc<Shared>, done: bool },
-    File { file: tokio::fs::File, remaining: u64, chunk: Vec<u8>, trailers: Option<HeaderMap> },
+    Full {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    Stream {
+        shared: Arc<Shared>,
+        done: bool,
+    },
+    File {
+        file: tokio::fs::File,
+        remaining: u64,
+        chunk: Vec<u8>,
+        trailers: Option<HeaderMap>,
+    },
 }
 
 /// Why a response body stopped early.
@@ -652,7 +728,10 @@ impl std::error::Error for BodyError {}
 
 impl ResponseBody {
     pub(crate) fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
-        ResponseBody(BodyKind::Full { data: (!data.is_empty()).then_some(data), trailers })
+        ResponseBody(BodyKind::Full {
+            data: (!data.is_empty()).then_some(data),
+            trailers,
+        })
     }
 
     pub(crate) fn status(status: StatusCode) -> hyper::Response<ResponseBody> {
@@ -666,7 +745,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BodyError>>> {
         match &mut self.0 {
             BodyKind::Full { data, trailers } => {
                 if let Some(data) = data.take() {
@@ -708,7 +790,12 @@ impl Body for ResponseBody {
                 state.body_waker = Some(cx.waker().clone());
                 Poll::Pending
             }
-            BodyKind::File { file, remaining, chunk, trailers } => {
+            BodyKind::File {
+                file,
+                remaining,
+                chunk,
+                trailers,
+            } => {
                 if *remaining == 0 {
                     return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
                 }
@@ -727,7 +814,10 @@ impl Body for ResponseBody {
                         let n = read_buf.filled().len();
                         if n == 0 {
                             *remaining = 0;
-                            let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while being sent");
+                            let e = std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "the file shrank while being sent",
+                            );
                             return Poll::Ready(Some(Err(BodyError::File(e))));
                         }
                         *remaining -= n as u64;
@@ -744,13 +834,19 @@ impl Body for ResponseBody {
         match &self.0 {
             BodyKind::Full { data, trailers } => data.is_none() && trailers.is_none(),
             BodyKind::Stream { done, .. } => *done,
-            BodyKind::File { remaining, trailers, .. } => *remaining == 0 && trailers.is_none(),
+            BodyKind::File {
+                remaining,
+                trailers,
+                ..
+            } => *remaining == 0 && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            BodyKind::Full { data, .. } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyKind::Full { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             BodyKind::Stream { .. } => SizeHint::default(),
             BodyKind::File { remaining, .. } => SizeHint::with_exact(*remaining),
         }
@@ -760,7 +856,11 @@ impl Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A streamed body dropped before its end means the client (or the server) gave up on it.
-        if let BodyKind::Stream { shared, done: false } = &self.0 {
+        if let BodyKind::Stream {
+            shared,
+            done: false,
+        } = &self.0
+        {
             shared.abort();
         }
     }

@@ -72,7 +72,9 @@ impl Default for ServerOptions {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 impl ServerOptions {
@@ -108,7 +110,9 @@ impl ServerOptions {
     /// Sets the number of I/O threads (the tokio runtime's workers).
     pub fn io_threads(&mut self, n: usize) -> Result<&mut Self> {
         if n == 0 || n > 1024 {
-            return Err(Error::InvalidArgument(format!("io threads must be 1..=1024, not {n}")));
+            return Err(Error::InvalidArgument(format!(
+                "io threads must be 1..=1024, not {n}"
+            )));
         }
         self.io_threads = n;
         Ok(self)
@@ -123,7 +127,9 @@ impl ServerOptions {
     /// Sets the number of handler threads for [`DispatchMode::Pool`].
     pub fn pool_threads(&mut self, n: usize) -> Result<&mut Self> {
         if n == 0 || n > 4096 {
-            return Err(Error::InvalidArgument(format!("pool threads must be 1..=4096, not {n}")));
+            return Err(Error::InvalidArgument(format!(
+                "pool threads must be 1..=4096, not {n}"
+            )));
         }
         self.pool_threads = n;
         Ok(self)
@@ -150,7 +156,9 @@ impl ServerOptions {
     /// Sets the bound on data a streamed response may buffer before writes wait.
     pub fn response_buffer(&mut self, bytes: usize) -> Result<&mut Self> {
         if bytes == 0 {
-            return Err(Error::InvalidArgument("the response buffer size must not be 0".into()));
+            return Err(Error::InvalidArgument(
+                "the response buffer size must not be 0".into(),
+            ));
         }
         self.response_buffer = bytes;
         Ok(self)

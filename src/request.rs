@@ -78,7 +78,10 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
-    pub(crate) fn new(parts: hyper::http::request::Parts, conn: std::sync::Arc<ConnectionInfo>) -> Self {
+    pub(crate) fn new(
+        parts: hyper::http::request::Parts,
+        conn: std::sync::Arc<ConnectionInfo>,
+    ) -> Self {
         let sequence = conn.next_request.fetch_add(1, Ordering::Relaxed);
         RequestHead {
             method: parts.method,
@@ -139,7 +142,10 @@ impl RequestHead {
         if let Some(authority) = self.uri.authority() {
             return authority.as_str().as_bytes();
         }
-        self.headers.get(HOST).map(HeaderValue::as_bytes).unwrap_or(b"")
+        self.headers
+            .get(HOST)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or(b"")
     }
 
     /// All headers, lower-case names, repeated names kept in arrival order.
@@ -150,7 +156,11 @@ impl RequestHead {
     /// The `index`-th value of the header `name` (case-insensitive), if there is one.
     pub fn header(&self, name: &[u8], index: usize) -> Option<&[u8]> {
         let name = HeaderName::from_bytes(name).ok()?;
-        self.headers.get_all(name).iter().nth(index).map(HeaderValue::as_bytes)
+        self.headers
+            .get_all(name)
+            .iter()
+            .nth(index)
+            .map(HeaderValue::as_bytes)
     }
 
     /// The connection this request came on.
@@ -161,6 +171,7 @@ impl RequestHead {
     /// An identifier unique within the server's lifetime, in Kestrel's shape:
     /// `<connection id>:<request number on that connection>` in hexadecimal.
     pub fn id(&self) -> &str {
-        self.id.get_or_init(|| format!("{:016X}:{:08X}", self.conn.id, self.sequence))
+        self.id
+            .get_or_init(|| format!("{:016X}:{:08X}", self.conn.id, self.sequence))
     }
 }

@@ -11,7 +11,9 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{watch, Notify};
 
 use crate::connection::accept_loop;
-use crate::dispatch::{mark_library_thread, on_library_thread, run_handler, start_pool, RequestQueue};
+use crate::dispatch::{
+    mark_library_thread, on_library_thread, run_handler, start_pool, RequestQueue,
+};
 use crate::endpoint::{parse_urls, Protocols, DEFAULT_URL};
 use crate::error::{Error, Result};
 use crate::exchange::{lock, Exchange};
@@ -117,8 +119,9 @@ fn http_builder(protocols: Protocols) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // Flush pipelined responses together rather than one write per response.
-        .pipeline_flush(true)
+        // Not pipeline_flush: with it, hyper 1.12 never flushes its automatic 400 for a malformed
+        // request before closing, and the client sees a bare close.
+        .pipeline_flush(false)
         .header_read_timeout(Duration::from_secs(30));
     builder
         .http2()
@@ -176,12 +179,19 @@ impl Server {
     /// Checks the options and makes a server; nothing is bound until [`Server::start`].
     pub fn new(mut options: ServerOptions) -> Result<Server> {
         if options.dispatch != DispatchMode::Pull && options.handler.is_none() {
-            return Err(Error::InvalidArgument("a handler is required unless the dispatch mode is pull".into()));
+            return Err(Error::InvalidArgument(
+                "a handler is required unless the dispatch mode is pull".into(),
+            ));
         }
         if options.endpoints.is_empty() {
             options.endpoints = parse_urls(DEFAULT_URL, Protocols::default())?;
         }
-        Ok(Server { inner: Arc::new(ServerInner { options, state: Mutex::new(State::Created) }) })
+        Ok(Server {
+            inner: Arc::new(ServerInner {
+                options,
+                state: Mutex::new(State::Created),
+            }),
+        })
     }
 
     /// Binds every endpoint and starts serving. On a bind failure nothing stays bound and the
@@ -190,8 +200,14 @@ impl Server {
         let mut state = lock(&self.inner.state);
         match *state {
             State::Created => {}
-            State::Running(_) => return Err(Error::InvalidState("the server is already running".into())),
-            State::Stopped(_) => return Err(Error::InvalidState("a stopped server cannot start again".into())),
+            State::Running(_) => {
+                return Err(Error::InvalidState("the server is already running".into()))
+            }
+            State::Stopped(_) => {
+                return Err(Error::InvalidState(
+                    "a stopped server cannot start again".into(),
+                ))
+            }
         }
         let running = self.inner.launch()?;
         *state = State::Running(running);
@@ -224,7 +240,10 @@ impl Server {
                     let _ = server.stop(timeout);
                 })
                 .map_err(Error::Io)?;
-            return Ok(StopReport { scheduled: true, ..StopReport::default() });
+            return Ok(StopReport {
+                scheduled: true,
+                ..StopReport::default()
+            });
         }
         let running = match &*lock(&self.inner.state) {
             State::Running(r) => r.clone(),
@@ -244,7 +263,9 @@ impl Server {
         };
         match (queue, self.inner.options.dispatch) {
             (Some(queue), DispatchMode::Pull) => queue.pop(timeout),
-            _ => Err(Error::InvalidState("next_request needs the pull dispatch mode".into())),
+            _ => Err(Error::InvalidState(
+                "next_request needs the pull dispatch mode".into(),
+            )),
         }
     }
 }
@@ -267,7 +288,11 @@ impl ServerInner {
         let route = match (&queue, &options.handler) {
             (Some(queue), _) => Route::Queue(queue.clone()),
             (None, Some(handler)) => Route::Inline(handler.clone()),
-            (None, None) => return Err(Error::InvalidArgument("INLINE dispatch needs a handler".into())),
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "INLINE dispatch needs a handler".into(),
+                ))
+            }
         };
         let (phase, _) = watch::channel(Phase::Running);
         let ctx = Arc::new(ServerContext {
@@ -299,7 +324,9 @@ impl ServerInner {
             }
         };
         let mut pool = Vec::new();
-        if let (DispatchMode::Pool, Some(queue), Some(handler)) = (options.dispatch, &queue, &options.handler) {
+        if let (DispatchMode::Pool, Some(queue), Some(handler)) =
+            (options.dispatch, &queue, &options.handler)
+        {
             pool = start_pool(
                 options.pool_threads,
                 queue.clone(),
@@ -333,9 +360,11 @@ impl Running {
         }
         let ctx = &self.ctx;
         let _ = ctx.phase.send(Phase::Draining);
-        let drained = ctx
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, ctx.connections_closed()).await.is_ok() });
+        let drained = ctx.runtime.block_on(async {
+            tokio::time::timeout(timeout, ctx.connections_closed())
+                .await
+                .is_ok()
+        });
         let mut report = StopReport::default();
         if !drained {
             report.aborted_requests = ctx.unsettled_requests.load(Ordering::Acquire);
@@ -343,7 +372,13 @@ impl Running {
             let _ = ctx.runtime.block_on(async {
                 tokio::time::timeout(Duration::from_secs(1), ctx.connections_closed()).await
             });
-            log_at!(ctx.logger, Warn, "kestrel", "stop timed out: {} requests aborted", report.aborted_requests);
+            log_at!(
+                ctx.logger,
+                Warn,
+                "kestrel",
+                "stop timed out: {} requests aborted",
+                report.aborted_requests
+            );
         }
         if let Some(queue) = &self.queue {
             queue.close();
@@ -373,7 +408,9 @@ impl Drop for ServerInner {
         };
         if on_library_thread() {
             // Joining our own threads from one of them would deadlock: hand the work over.
-            let _ = std::thread::Builder::new().name("kestrel-teardown".into()).spawn(move || running.teardown());
+            let _ = std::thread::Builder::new()
+                .name("kestrel-teardown".into())
+                .spawn(move || running.teardown());
         } else {
             running.teardown();
         }

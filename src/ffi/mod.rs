@@ -73,11 +73,17 @@ impl kestrel_str {
         if bytes.is_empty() {
             return kestrel_str::empty();
         }
-        kestrel_str { ptr: bytes.as_ptr().cast(), len: bytes.len() }
+        kestrel_str {
+            ptr: bytes.as_ptr().cast(),
+            len: bytes.len(),
+        }
     }
 
     pub(crate) fn empty() -> kestrel_str {
-        kestrel_str { ptr: c"".as_ptr(), len: 0 }
+        kestrel_str {
+            ptr: c"".as_ptr(),
+            len: 0,
+        }
     }
 }
 
@@ -237,7 +243,12 @@ pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
 
 /// Copies `text` into a host buffer with a terminating NUL when it fits; `written` gets the
 /// number of bytes copied, NUL excluded.
-pub(crate) unsafe fn copy_out(text: &[u8], buf: *mut c_char, len: usize, written: *mut usize) -> kestrel_result {
+pub(crate) unsafe fn copy_out(
+    text: &[u8],
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> kestrel_result {
     let room = len.saturating_sub(1);
     let n = text.len().min(room);
     if len > 0 {
@@ -252,7 +263,10 @@ pub(crate) unsafe fn copy_out(text: &[u8], buf: *mut c_char, len: usize, written
         unsafe { *written = n };
     }
     if n < text.len() {
-        set_last_error(format!("the buffer holds {room} bytes, {} are needed (plus NUL)", text.len()));
+        set_last_error(format!(
+            "the buffer holds {room} bytes, {} are needed (plus NUL)",
+            text.len()
+        ));
         return KESTREL_BUFFER_TOO_SMALL;
     }
     KESTREL_OK
@@ -296,7 +310,11 @@ pub extern "C" fn kestrel_result_name(result: kestrel_result) -> *const c_char {
 /// `KESTREL_BUFFER_TOO_SMALL` when the message was truncated. The message stays until the next
 /// failing call on this thread.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_last_error(buf: *mut c_char, len: usize, written: *mut usize) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_last_error(
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(buf);
         LAST_ERROR.with(|e| unsafe { copy_out(e.borrow().as_bytes(), buf, len, written) })

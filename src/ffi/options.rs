@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use super::request::{kestrel_request, CHandler};
 use super::response::kestrel_response;
-use super::{bytes, check_null, ffi_panic_boundary, kestrel_result, kestrel_str, kestrel_userdata_free_fn, null_argument, result, Userdata, KESTREL_INVALID_ARGUMENT, KESTREL_OK};
+use super::{
+    bytes, check_null, ffi_panic_boundary, kestrel_result, kestrel_str, kestrel_userdata_free_fn,
+    null_argument, result, Userdata, KESTREL_INVALID_ARGUMENT, KESTREL_OK,
+};
 use crate::endpoint::{EndpointConfig, Protocols};
 use crate::log::LogLevel;
 use crate::options::{DispatchMode, ServerOptions, ThreadHooks};
@@ -57,7 +60,11 @@ pub struct kestrel_options {
 ///
 /// Runs on a handler thread (POOL) or on an I/O thread (INLINE, where it must not block).
 pub type kestrel_handler_fn = Option<
-    unsafe extern "C" fn(userdata: *mut c_void, request: *mut kestrel_request, response: *mut kestrel_response) -> kestrel_result,
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        request: *mut kestrel_request,
+        response: *mut kestrel_response,
+    ) -> kestrel_result,
 >;
 
 /// Runs on a handler-pool thread as it starts or before it exits.
@@ -65,8 +72,14 @@ pub type kestrel_thread_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>
 
 /// Receives a log record. `category` and `message` are valid only during the call. Called on any
 /// library thread, I/O threads included: it must not block.
-pub type kestrel_log_fn =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, level: kestrel_log_level, category: kestrel_str, message: kestrel_str)>;
+pub type kestrel_log_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        level: kestrel_log_level,
+        category: kestrel_str,
+        message: kestrel_str,
+    ),
+>;
 
 unsafe fn options_mut<'a>(options: *mut kestrel_options) -> &'a mut ServerOptions {
     // SAFETY: checked non-NULL by the caller; the host promises it is a live options handle
@@ -168,7 +181,10 @@ pub unsafe extern "C" fn kestrel_options_add_listen_fd(
 
 /// Sets the number of I/O threads (1..=1024; default: the number of cores).
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_options_set_io_threads(options: *mut kestrel_options, threads: u32) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_options_set_io_threads(
+    options: *mut kestrel_options,
+    threads: u32,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(options);
         result(unsafe { options_mut(options) }.io_threads(threads as usize).map(|_| ()))
@@ -177,7 +193,10 @@ pub unsafe extern "C" fn kestrel_options_set_io_threads(options: *mut kestrel_op
 
 /// Sets the dispatch mode (`KESTREL_DISPATCH_*`).
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_options_set_dispatch(options: *mut kestrel_options, mode: kestrel_dispatch) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_options_set_dispatch(
+    options: *mut kestrel_options,
+    mode: kestrel_dispatch,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(options);
         let mode = match mode {
@@ -193,7 +212,10 @@ pub unsafe extern "C" fn kestrel_options_set_dispatch(options: *mut kestrel_opti
 
 /// Sets the number of handler threads in POOL mode (1..=4096).
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_options_set_pool_threads(options: *mut kestrel_options, threads: u32) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_options_set_pool_threads(
+    options: *mut kestrel_options,
+    threads: u32,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(options);
         result(unsafe { options_mut(options) }.pool_threads(threads as usize).map(|_| ()))
@@ -202,7 +224,10 @@ pub unsafe extern "C" fn kestrel_options_set_pool_threads(options: *mut kestrel_
 
 /// Turns the `Server: kestrel` response header on (default) or off.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_options_set_server_header(options: *mut kestrel_options, enabled: bool) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_options_set_server_header(
+    options: *mut kestrel_options,
+    enabled: bool,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(options);
         unsafe { options_mut(options) }.server_header(enabled);
@@ -213,7 +238,10 @@ pub unsafe extern "C" fn kestrel_options_set_server_header(options: *mut kestrel
 /// Sets how many bytes a streamed response may buffer before `kestrel_response_write` waits
 /// (default 65536, as Kestrel's MaxResponseBufferSize; must not be 0).
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_options_set_response_buffer_size(options: *mut kestrel_options, bytes: usize) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_options_set_response_buffer_size(
+    options: *mut kestrel_options,
+    bytes: usize,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(options);
         result(unsafe { options_mut(options) }.response_buffer(bytes).map(|_| ()))

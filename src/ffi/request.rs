@@ -4,12 +4,12 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use super::response::kestrel_response;
 use super::{
     bytes, check_null, fail, ffi_panic_boundary, kestrel_result, kestrel_result_name, kestrel_str,
-    kestrel_userdata_free_fn, null_argument, set_last_error, Userdata, KESTREL_INVALID_ARGUMENT, KESTREL_NOT_FOUND,
-    KESTREL_OK,
+    kestrel_userdata_free_fn, null_argument, set_last_error, Userdata, KESTREL_INVALID_ARGUMENT,
+    KESTREL_NOT_FOUND, KESTREL_OK,
 };
-use super::response::kestrel_response;
 use crate::exchange::Exchange;
 use crate::options::{Handler, HandlerError};
 
@@ -131,7 +131,8 @@ pub(crate) unsafe fn complete(
     let request = unsafe { &*handle };
     let outcome = operation(&request.exchange);
     let code = super::result(outcome);
-    if request.exchange.is_completed() && !request.completion_released.swap(true, Ordering::AcqRel) {
+    if request.exchange.is_completed() && !request.completion_released.swap(true, Ordering::AcqRel)
+    {
         // SAFETY: this thread held a valid handle; the completion reference is dropped once.
         unsafe { release(handle) };
     }
@@ -145,13 +146,21 @@ pub(crate) unsafe fn exchange<'a>(request: *const kestrel_request) -> &'a Exchan
 
 /// The C handler as a core [`Handler`].
 pub(crate) struct CHandler {
-    callback: unsafe extern "C" fn(*mut c_void, *mut kestrel_request, *mut kestrel_response) -> kestrel_result,
+    callback: unsafe extern "C" fn(
+        *mut c_void,
+        *mut kestrel_request,
+        *mut kestrel_response,
+    ) -> kestrel_result,
     userdata: Userdata,
 }
 
 impl CHandler {
     pub(crate) fn new(
-        callback: unsafe extern "C" fn(*mut c_void, *mut kestrel_request, *mut kestrel_response) -> kestrel_result,
+        callback: unsafe extern "C" fn(
+            *mut c_void,
+            *mut kestrel_request,
+            *mut kestrel_response,
+        ) -> kestrel_result,
         userdata: Userdata,
     ) -> Self {
         CHandler { callback, userdata }
@@ -181,7 +190,9 @@ impl Handler for CHandler {
 /// The response of `request` (the same handle, typed for the response functions). Valid as long
 /// as the request is.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_request_response(request: *mut kestrel_request) -> *mut kestrel_response {
+pub unsafe extern "C" fn kestrel_request_response(
+    request: *mut kestrel_request,
+) -> *mut kestrel_response {
     request.cast()
 }
 
@@ -275,7 +286,9 @@ pub unsafe extern "C" fn kestrel_request_authority(request: *const kestrel_reque
 
 /// The client's address as text. Valid as long as the request handle.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_request_remote_addr(request: *const kestrel_request) -> kestrel_str {
+pub unsafe extern "C" fn kestrel_request_remote_addr(
+    request: *const kestrel_request,
+) -> kestrel_str {
     ffi_panic_boundary! {
         match unsafe { head(request) } {
             Some(r) => kestrel_str::from_bytes(r.connection().remote_text().as_bytes()),
@@ -286,7 +299,9 @@ pub unsafe extern "C" fn kestrel_request_remote_addr(request: *const kestrel_req
 
 /// The server-side address of the connection as text. Valid as long as the request handle.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_request_local_addr(request: *const kestrel_request) -> kestrel_str {
+pub unsafe extern "C" fn kestrel_request_local_addr(
+    request: *const kestrel_request,
+) -> kestrel_str {
     ffi_panic_boundary! {
         match unsafe { head(request) } {
             Some(r) => kestrel_str::from_bytes(r.connection().local_text().as_bytes()),
@@ -449,7 +464,8 @@ pub unsafe extern "C" fn kestrel_request_read(
 
 /// Completion of `kestrel_request_read_async`: `result` and the number of bytes placed in the
 /// buffer (0 with `KESTREL_OK` at the end of the body). Runs on an I/O thread; must not block.
-pub type kestrel_read_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, result: kestrel_result, read: usize)>;
+pub type kestrel_read_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, result: kestrel_result, read: usize)>;
 
 struct SendPtr(*mut u8);
 // SAFETY: the host promises the buffer stays valid and untouched until the callback runs.

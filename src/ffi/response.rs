@@ -6,7 +6,10 @@ use std::os::fd::BorrowedFd;
 use bytes::Bytes;
 
 use super::request::{complete, exchange, kestrel_request};
-use super::{bytes, check_null, ffi_panic_boundary, kestrel_result, null_argument, result, set_last_error, KESTREL_INVALID_ARGUMENT};
+use super::{
+    bytes, check_null, ffi_panic_boundary, kestrel_result, null_argument, result, set_last_error,
+    KESTREL_INVALID_ARGUMENT,
+};
 use crate::error::Error;
 
 /// The response of a request: the same handle as its `kestrel_request`, typed for the response
@@ -28,7 +31,10 @@ fn req(response: *const kestrel_response) -> *const kestrel_request {
 
 /// Sets the status code (200..=999; default 200). Before the response starts.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_response_set_status(response: *mut kestrel_response, status: u16) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_response_set_status(
+    response: *mut kestrel_response,
+    status: u16,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(response);
         result(unsafe { exchange(req(response)) }.set_status(status))
@@ -44,8 +50,12 @@ unsafe fn with_header(
     apply: impl FnOnce(&crate::Exchange, &[u8], &[u8]) -> crate::Result<()>,
 ) -> kestrel_result {
     check_null!(response);
-    let Some(name) = (unsafe { bytes(name, name_len) }) else { return null_argument("name") };
-    let Some(value) = (unsafe { bytes(value, value_len) }) else { return null_argument("value") };
+    let Some(name) = (unsafe { bytes(name, name_len) }) else {
+        return null_argument("name");
+    };
+    let Some(value) = (unsafe { bytes(value, value_len) }) else {
+        return null_argument("value");
+    };
     result(apply(unsafe { exchange(req(response)) }, name, value))
 }
 
@@ -114,7 +124,11 @@ pub unsafe extern "C" fn kestrel_response_remove_header(
 /// the whole body, with Content-Length. Completing: the handles may be invalid after this returns
 /// (see `kestrel_handler_fn`).
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_response_send(response: *mut kestrel_response, body: *const u8, len: usize) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_response_send(
+    response: *mut kestrel_response,
+    body: *const u8,
+    len: usize,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(response);
         let Some(body) = (unsafe { bytes(body, len) }) else { return null_argument("body") };
@@ -187,7 +201,11 @@ pub unsafe extern "C" fn kestrel_response_send_owned(
 /// `kestrel_response_on_writable` and write again from there. `KESTREL_CANCELLED` once the client
 /// went away.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_response_write(response: *mut kestrel_response, data: *const u8, len: usize) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_response_write(
+    response: *mut kestrel_response,
+    data: *const u8,
+    len: usize,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(response);
         let Some(data) = (unsafe { bytes(data, len) }) else { return null_argument("data") };
@@ -197,7 +215,8 @@ pub unsafe extern "C" fn kestrel_response_write(response: *mut kestrel_response,
 
 /// Runs when a response buffer has room again (or with the error that ended the request).
 /// Runs on an I/O thread, or on the caller's thread when there is room already; must not block.
-pub type kestrel_writable_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, result: kestrel_result)>;
+pub type kestrel_writable_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, result: kestrel_result)>;
 
 struct SendUserdata(*mut c_void);
 // SAFETY: the host promises its userdata may be used on the library's I/O threads.

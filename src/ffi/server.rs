@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use super::options::{kestrel_options, take_options};
 use super::request::{kestrel_request, new_handle};
-use super::{check_null, copy_out, fail, ffi_panic_boundary, kestrel_result, result, set_last_error, KESTREL_NOT_FOUND, KESTREL_OK};
+use super::{
+    check_null, copy_out, fail, ffi_panic_boundary, kestrel_result, result, set_last_error,
+    KESTREL_NOT_FOUND, KESTREL_OK,
+};
 use crate::server::Server;
 
 /// A server. Made by `kestrel_server_new`, released by `kestrel_server_free`. Its functions may
@@ -24,7 +27,10 @@ unsafe fn server_ref<'a>(server: *const kestrel_server) -> &'a Server {
 /// Nothing is bound until `kestrel_server_start`. On success `*out` owns the server.
 /// `KESTREL_INVALID_ARGUMENT` when no handler was set outside PULL mode.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_server_new(options: *mut kestrel_options, out: *mut *mut kestrel_server) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_server_new(
+    options: *mut kestrel_options,
+    out: *mut *mut kestrel_server,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(options);
         let options = unsafe { take_options(options) };
@@ -95,7 +101,11 @@ pub unsafe extern "C" fn kestrel_server_address(
 /// stop and returns at once. Stopping a stopped or never-started server is a no-op returning
 /// `KESTREL_OK`.
 #[no_mangle]
-pub unsafe extern "C" fn kestrel_server_stop(server: *mut kestrel_server, timeout_ms: u32, aborted: *mut usize) -> kestrel_result {
+pub unsafe extern "C" fn kestrel_server_stop(
+    server: *mut kestrel_server,
+    timeout_ms: u32,
+    aborted: *mut usize,
+) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(server);
         match unsafe { server_ref(server) }.stop(Duration::from_millis(u64::from(timeout_ms))) {
