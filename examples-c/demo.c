@@ -1,7 +1,7 @@
 /*
  * demo.c: a small server embedding libkestrel.
  *
- *   demo [--urls "URL[;URL...]"] [--threads N] [--dispatch pool|inline]
+ *   demo [--urls "URL[;URL...]"] [--threads N] [--pool-threads N] [--dispatch pool|inline]
  *
  * Routes: GET / (hello), POST /echo (streams the body back), GET /stream?chunks=N&size=S,
  * GET /delay?ms=N (completed from another thread), GET /info, GET /headers, GET /status/CODE,
@@ -326,12 +326,13 @@ static int fail(const char *what, kestrel_result rc) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: demo [--urls \"URL[;URL...]\"] [--threads N] [--dispatch pool|inline]\n");
+    fprintf(stderr, "usage: demo [--urls \"URL[;URL...]\"] [--threads N] [--pool-threads N] [--dispatch pool|inline]\n");
 }
 
 int main(int argc, char **argv) {
     const char *urls = "http://localhost:5000";
     long threads = 0;
+    long pool_threads = 0;
     static int inline_mode = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--urls") == 0 && i + 1 < argc) {
@@ -339,6 +340,12 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             threads = strtol(argv[++i], NULL, 10);
             if (threads <= 0) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--pool-threads") == 0 && i + 1 < argc) {
+            pool_threads = strtol(argv[++i], NULL, 10);
+            if (pool_threads <= 0) {
                 usage();
                 return 2;
             }
@@ -372,6 +379,10 @@ int main(int argc, char **argv) {
     if (threads > 0 && (rc = kestrel_options_set_io_threads(options, (uint32_t)threads)) != KESTREL_OK) {
         kestrel_options_free(options);
         return fail("--threads", rc);
+    }
+    if (pool_threads > 0 && (rc = kestrel_options_set_pool_threads(options, (uint32_t)pool_threads)) != KESTREL_OK) {
+        kestrel_options_free(options);
+        return fail("--pool-threads", rc);
     }
     kestrel_options_set_dispatch(options, inline_mode ? KESTREL_DISPATCH_INLINE : KESTREL_DISPATCH_POOL);
     kestrel_options_set_handler(options, handle, &inline_mode, NULL);

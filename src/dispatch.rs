@@ -37,6 +37,9 @@ pub(crate) struct RequestQueue {
 struct QueueState {
     items: VecDeque<Exchange>,
     closed: bool,
+    /// Threads waiting in `pop`: a push wakes one only when there is one, since a wake-up is a
+    /// system call on the I/O thread's hot path.
+    waiting: usize,
 }
 
 impl RequestQueue {
@@ -45,6 +48,7 @@ impl RequestQueue {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
                 closed: false,
+                waiting: 0,
             }),
             ready: Condvar::new(),
         }
@@ -59,8 +63,11 @@ impl RequestQueue {
             return;
         }
         state.items.push_back(exchange);
+        let wake = state.waiting > 0;
         drop(state);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
     }
 
     /// Takes the next live request, waiting up to `timeout` (forever when `None`).
@@ -77,19 +84,27 @@ impl RequestQueue {
             if state.closed {
                 return Err(Error::Stopped);
             }
-            state = match deadline {
-                None => self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+            let wait = match deadline {
+                None => None,
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(Error::Timeout);
                     }
+                    Some(deadline - now)
+                }
+            };
+            state.waiting += 1;
+            state = match wait {
+                None => self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(wait) => {
                     self.ready
-                        .wait_timeout(state, deadline - now)
+                        .wait_timeout(state, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
             };
+            state.waiting -= 1;
         }
     }
 

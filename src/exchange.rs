@@ -283,8 +283,10 @@ impl Exchange {
             ));
         }
         let trailers = state.trailers.take();
-        shared.start(&mut state, ResponseBody::full(body, trailers));
+        let undelivered = shared.start(&mut state, ResponseBody::full(body, trailers));
         shared.mark_completed();
+        drop(state);
+        drop(undelivered);
         Ok(())
     }
 
@@ -320,8 +322,10 @@ impl Exchange {
             chunk: Vec::new(),
             trailers,
         });
-        shared.start(&mut state, body);
+        let undelivered = shared.start(&mut state, body);
         shared.mark_completed();
+        drop(state);
+        drop(undelivered);
         Ok(())
     }
 
@@ -361,13 +365,15 @@ impl Exchange {
             return Err(Error::AlreadyCompleted);
         }
         if !state.started {
-            shared.start(
-                &mut state,
-                ResponseBody(BodyKind::Stream {
-                    shared: shared.clone(),
-                    done: false,
-                }),
-            );
+            let body = ResponseBody(BodyKind::Stream {
+                shared: shared.clone(),
+                done: false,
+            });
+            if let Some(undelivered) = shared.start(&mut state, body) {
+                drop(state);
+                drop(undelivered);
+                return Err(Error::Cancelled);
+            }
         }
         if len == 0 {
             return Ok(());
@@ -415,13 +421,15 @@ impl Exchange {
             return Err(Error::AlreadyCompleted);
         }
         if !state.started {
-            shared.start(
-                &mut state,
-                ResponseBody(BodyKind::Stream {
-                    shared: shared.clone(),
-                    done: false,
-                }),
-            );
+            let body = ResponseBody(BodyKind::Stream {
+                shared: shared.clone(),
+                done: false,
+            });
+            if let Some(undelivered) = shared.start(&mut state, body) {
+                drop(state);
+                drop(undelivered);
+                return Err(Error::Cancelled);
+            }
         }
         if !may_block() {
             return Ok(());
@@ -440,6 +448,7 @@ impl Exchange {
     pub fn end(&self) -> Result<()> {
         let shared = &self.shared;
         let mut state = shared.completing()?;
+        let mut undelivered = None;
         if state.started {
             state.ended = true;
             if let Some(waker) = state.body_waker.take() {
@@ -447,9 +456,11 @@ impl Exchange {
             }
         } else {
             let trailers = state.trailers.take();
-            shared.start(&mut state, ResponseBody::full(Bytes::new(), trailers));
+            undelivered = shared.start(&mut state, ResponseBody::full(Bytes::new(), trailers));
         }
         shared.mark_completed();
+        drop(state);
+        drop(undelivered);
         Ok(())
     }
 
@@ -459,6 +470,7 @@ impl Exchange {
     pub fn fail(&self) -> Result<()> {
         let shared = &self.shared;
         let mut state = shared.completing()?;
+        let mut undelivered = None;
         if state.started {
             state.failed = true;
             if let Some(waker) = state.body_waker.take() {
@@ -468,9 +480,11 @@ impl Exchange {
             state.status = StatusCode::INTERNAL_SERVER_ERROR;
             state.headers.clear();
             state.trailers = None;
-            shared.start(&mut state, ResponseBody::full(Bytes::new(), None));
+            undelivered = shared.start(&mut state, ResponseBody::full(Bytes::new(), None));
         }
         shared.mark_completed();
+        drop(state);
+        drop(undelivered);
         Ok(())
     }
 }
@@ -553,8 +567,15 @@ impl Shared {
         Ok(state)
     }
 
-    /// Hands the response head to the connection.
-    fn start(&self, state: &mut ResponseState, body: ResponseBody) {
+    /// Hands the response head to the connection. Returns the response if the connection is
+    /// already gone: the caller must drop it only after releasing `state`'s lock, because
+    /// dropping a streamed body aborts the exchange, which takes that lock.
+    #[must_use]
+    fn start(
+        &self,
+        state: &mut ResponseState,
+        body: ResponseBody,
+    ) -> Option<hyper::Response<ResponseBody>> {
         state.started = true;
         let mut response = hyper::Response::new(body);
         *response.status_mut() = state.status;
@@ -573,9 +594,9 @@ impl Shared {
             headers.insert(SERVER, HeaderValue::from_static("kestrel"));
         }
         *response.headers_mut() = headers;
-        if let Some(tx) = state.head_tx.take() {
-            // A closed receiver means the connection is gone; the guard there aborts us.
-            let _ = tx.send(response);
+        match state.head_tx.take() {
+            Some(tx) => tx.send(response).err(),
+            None => Some(response),
         }
     }
 
