@@ -1,11 +1,13 @@
 /*
  * demo.c: a small server embedding libkestrel.
  *
- *   demo [--urls "URL[;URL...]"] [--threads N] [--pool-threads N] [--dispatch pool|inline]
+ *   demo [--urls "URL[;URL...]"] [--threads N] [--pool-threads N]
+ *        [--protocols http1|http2|http1and2] [--dispatch pool|inline]
  *
  * Routes: GET / (hello), POST /echo (streams the body back), GET /stream?chunks=N&size=S,
  * GET /delay?ms=N (completed from another thread), GET /info, GET /headers, GET /status/CODE,
- * GET /trailers. SIGINT/SIGTERM stop it gracefully.
+ * GET /trailers, ANY /drain (reads the whole body, then answers). SIGINT/SIGTERM stop it
+ * gracefully.
  *
  * In INLINE mode handlers run on I/O threads and must not block, so the routes that wait
  * (/echo, /stream, /delay) hand the request to a thread of their own; the others answer inline.
@@ -183,9 +185,11 @@ static kestrel_result route_trailers(kestrel_response *res) {
     char hex[9];
     snprintf(hex, sizeof hex, "%08x", hash);
     kestrel_response_set_header(res, (const uint8_t *)"content-type", 12, (const uint8_t *)"text/plain", 10);
-    kestrel_result rc = kestrel_response_write(res, (const uint8_t *)body, sizeof body - 1);
+    /* Added before the body starts, the trailer is announced in a Trailer header, so HTTP/1.1
+     * clients that send `TE: trailers` get it too (HTTP/2 always does). */
+    kestrel_result rc = kestrel_response_add_trailer(res, (const uint8_t *)"x-checksum", 10, (const uint8_t *)hex, 8);
     if (rc != KESTREL_OK) return rc;
-    rc = kestrel_response_add_trailer(res, (const uint8_t *)"x-checksum", 10, (const uint8_t *)hex, 8);
+    rc = kestrel_response_write(res, (const uint8_t *)body, sizeof body - 1);
     if (rc != KESTREL_OK) return rc;
     return kestrel_response_end(res);
 }
@@ -211,6 +215,25 @@ static void echo(kestrel_request *req, kestrel_response *res) {
         }
     }
     kestrel_response_end(res);
+}
+
+/* Reads and discards the whole request body (any method), then says how much it read: a handler
+ * that answers only after the request is complete, as conformance tools expect. */
+static void drain(kestrel_request *req, kestrel_response *res) {
+    uint8_t chunk[16384];
+    unsigned long long total = 0;
+    for (;;) {
+        size_t n = 0;
+        if (kestrel_request_read(req, chunk, sizeof chunk, &n) != KESTREL_OK) {
+            kestrel_response_fail(res);
+            return;
+        }
+        if (n == 0) break;
+        total += n;
+    }
+    char body[64];
+    int len = snprintf(body, sizeof body, "read %llu bytes", total);
+    kestrel_response_send(res, (const uint8_t *)body, (size_t)len);
 }
 
 static void stream(kestrel_request *req, kestrel_response *res) {
@@ -296,6 +319,7 @@ static kestrel_result handle(void *userdata, kestrel_request *req, kestrel_respo
     }
     blocking_route route = NULL;
     if (str_eq(method, "POST") && str_eq(path, "/echo")) route = echo;
+    else if (str_eq(path, "/drain")) route = drain;
     else if (get && str_eq(path, "/stream")) route = stream;
     else if (get && str_eq(path, "/delay")) return defer(delay, req, res); /* always another thread */
     if (route) {
@@ -326,13 +350,15 @@ static int fail(const char *what, kestrel_result rc) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: demo [--urls \"URL[;URL...]\"] [--threads N] [--pool-threads N] [--dispatch pool|inline]\n");
+    fprintf(stderr, "usage: demo [--urls \"URL[;URL...]\"] [--threads N] [--pool-threads N]\n"
+                    "            [--protocols http1|http2|http1and2] [--dispatch pool|inline]\n");
 }
 
 int main(int argc, char **argv) {
     const char *urls = "http://localhost:5000";
     long threads = 0;
     long pool_threads = 0;
+    kestrel_protocols protocols = KESTREL_PROTOCOLS_HTTP1_AND_HTTP2;
     static int inline_mode = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--urls") == 0 && i + 1 < argc) {
@@ -346,6 +372,15 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--pool-threads") == 0 && i + 1 < argc) {
             pool_threads = strtol(argv[++i], NULL, 10);
             if (pool_threads <= 0) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--protocols") == 0 && i + 1 < argc) {
+            const char *p = argv[++i];
+            if (strcmp(p, "http1") == 0) protocols = KESTREL_PROTOCOLS_HTTP1;
+            else if (strcmp(p, "http2") == 0) protocols = KESTREL_PROTOCOLS_HTTP2;
+            else if (strcmp(p, "http1and2") == 0) protocols = KESTREL_PROTOCOLS_HTTP1_AND_HTTP2;
+            else {
                 usage();
                 return 2;
             }
@@ -372,7 +407,7 @@ int main(int argc, char **argv) {
     kestrel_options *options = NULL;
     kestrel_result rc = kestrel_options_new(&options);
     if (rc != KESTREL_OK) return fail("kestrel_options_new", rc);
-    if ((rc = kestrel_options_add_urls(options, (const uint8_t *)urls, strlen(urls), KESTREL_PROTOCOLS_HTTP1_AND_HTTP2)) != KESTREL_OK) {
+    if ((rc = kestrel_options_add_urls(options, (const uint8_t *)urls, strlen(urls), protocols)) != KESTREL_OK) {
         kestrel_options_free(options);
         return fail("--urls", rc);
     }

@@ -76,6 +76,8 @@ struct ResponseState {
     failed: bool,
     body_waker: Option<Waker>,
     writable: Vec<WritableCallback>,
+    /// A response to HEAD: the head is sent, body bytes the host writes are dropped.
+    discard_body: bool,
 }
 
 /// Whether the current thread may block: not on a tokio worker (an I/O thread).
@@ -113,6 +115,7 @@ impl Exchange {
                 failed: false,
                 body_waker: None,
                 writable: Vec::new(),
+                discard_body: false,
             }),
             space: Condvar::new(),
             aborted: AtomicBool::new(false),
@@ -213,6 +216,9 @@ impl Exchange {
                 Err(e) => Err(e),
             };
             drop(reader);
+            if result.is_err() {
+                shared.abort();
+            }
             done(result);
         });
         Ok(())
@@ -375,7 +381,7 @@ impl Exchange {
                 return Err(Error::Cancelled);
             }
         }
-        if len == 0 {
+        if len == 0 || state.discard_body {
             return Ok(());
         }
         loop {
@@ -507,7 +513,16 @@ impl Shared {
         self.settle();
         let callbacks = {
             let mut state = lock(&self.response);
-            state.body_waker = None;
+            if let Some(tx) = state.head_tx.take() {
+                // Nothing was sent. If the client is still there (the abort came from a request
+                // body that broke its framing), it gets a 400 and the connection closes; if it is
+                // gone, the send fails and nothing happens.
+                let _ = tx.send(bad_request());
+            }
+            // A streamed body waiting for data wakes up to see the abort and end the stream.
+            if let Some(waker) = state.body_waker.take() {
+                waker.wake();
+            }
             std::mem::take(&mut state.writable)
         };
         self.space.notify_all();
@@ -574,12 +589,27 @@ impl Shared {
     fn start(
         &self,
         state: &mut ResponseState,
-        body: ResponseBody,
+        mut body: ResponseBody,
     ) -> Option<hyper::Response<ResponseBody>> {
         state.started = true;
+        let mut headers = std::mem::take(&mut state.headers);
+        if self.head.method() == "HEAD" {
+            // The same head as for GET, no body: HTTP/2 would otherwise send the bytes, and
+            // HTTP/1.1 would drop a streamed body unread (which reads as an abort).
+            if let Some(len) = body.exact_len() {
+                headers
+                    .entry(CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(len));
+            }
+            if let BodyKind::Stream { done, .. } = &mut body.0 {
+                *done = true; // not an abort: see ResponseBody's Drop
+            }
+            state.discard_body = true;
+            state.trailers = None;
+            body = ResponseBody::full(Bytes::new(), None);
+        }
         let mut response = hyper::Response::new(body);
         *response.status_mut() = state.status;
-        let mut headers = std::mem::take(&mut state.headers);
         if let Some(trailers) = &state.trailers {
             // HTTP/1.1 sends only trailers announced in the head (and only to clients that sent
             // `TE: trailers`); HTTP/2 ignores the announcement.
@@ -621,10 +651,14 @@ impl Shared {
     fn put_back(&self, incoming: Incoming, chunk: Chunk, buf: &mut [u8]) -> Result<usize> {
         let mut reader = lock(&self.reader);
         reader.incoming = Some(incoming);
-        self.settle_chunk(&mut reader, chunk)?;
-        Ok(copy_out(&mut reader.pending, buf))
+        let settled = self.settle_chunk(&mut reader, chunk);
+        let n = copy_out(&mut reader.pending, buf);
+        drop(reader);
+        settled.map(|()| n).inspect_err(|_| self.abort())
     }
 
+    /// Files a chunk read from the body. An error means the request cannot go on: the caller
+    /// aborts the exchange once it has released the reader lock (abort runs host callbacks).
     fn settle_chunk(&self, reader: &mut Reader, chunk: Chunk) -> Result<()> {
         match chunk {
             Chunk::Data(data) => {
@@ -634,18 +668,14 @@ impl Shared {
             Chunk::End => {
                 // A torn-down connection also ends the stream; that is an abort, not an end.
                 if self.is_aborted() || self.head.connection().torn_down.load(Ordering::Acquire) {
-                    self.abort();
                     return Err(Error::Cancelled);
                 }
                 reader.finished = true;
                 Ok(())
             }
-            Chunk::Failed => {
-                // The body cannot be completed (client gone, stream reset, bad framing): the
-                // request is over even if hyper has not dropped it yet.
-                self.abort();
-                Err(Error::Cancelled)
-            }
+            // The body cannot be completed (client gone, stream reset, bad framing): the request
+            // is over even if hyper has not dropped it yet.
+            Chunk::Failed => Err(Error::Cancelled),
         }
     }
 }
@@ -732,6 +762,8 @@ enum BodyKind {
 pub(crate) enum BodyError {
     /// The handler failed after the response started.
     Failed,
+    /// The request was aborted while the response streamed.
+    Aborted,
     /// Reading the file failed.
     File(std::io::Error),
 }
@@ -740,6 +772,7 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::Failed => f.write_str("the handler failed the response"),
+            BodyError::Aborted => f.write_str("the request was aborted"),
             BodyError::File(e) => write!(f, "reading the response file failed: {e}"),
         }
     }
@@ -747,7 +780,24 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
+/// The answer to a request whose body broke its framing.
+fn bad_request() -> hyper::Response<ResponseBody> {
+    let mut response = ResponseBody::status(StatusCode::BAD_REQUEST);
+    response
+        .headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 impl ResponseBody {
+    fn exact_len(&self) -> Option<u64> {
+        match &self.0 {
+            BodyKind::Full { data, .. } => Some(data.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyKind::File { remaining, .. } => Some(*remaining),
+            BodyKind::Stream { .. } => None,
+        }
+    }
+
     pub(crate) fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         ResponseBody(BodyKind::Full {
             data: (!data.is_empty()).then_some(data),
@@ -780,6 +830,10 @@ impl Body for ResponseBody {
             BodyKind::Stream { shared, done } => {
                 if *done {
                     return Poll::Ready(None);
+                }
+                if shared.is_aborted() {
+                    *done = true;
+                    return Poll::Ready(Some(Err(BodyError::Aborted)));
                 }
                 let limit = shared.ctx.response_buffer;
                 let mut state = lock(&shared.response);

@@ -303,6 +303,24 @@ impl AsyncRead for Stream {
     }
 }
 
+impl Drop for Stream {
+    /// Closing a socket with unread input makes the kernel answer with RST instead of FIN, and a
+    /// client may then lose the response it has not read yet (a 400, a GOAWAY). Discard what is
+    /// already buffered (bounded, never waiting) so the close is a clean one.
+    fn drop(&mut self) {
+        let mut sink = [0u8; 4096];
+        for _ in 0..64 {
+            let read = match self {
+                Stream::Tcp(s) => s.try_read(&mut sink),
+                Stream::Unix(s) => s.try_read(&mut sink),
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
+}
+
 /// Flags for socket writes: a peer that closed must give EPIPE, never a SIGPIPE that kills the
 /// host process (a C host, unlike a Rust binary, does not ignore SIGPIPE, and a library must not
 /// change process-wide signal dispositions).

@@ -248,7 +248,11 @@ def unix_server(request, tmp_path_factory, demo_binary) -> Demo:
     """The demo on a Unix socket; at teardown it must exit 0 and remove the socket file."""
     sock_dir = short_tmpdir()
     path = sock_dir / "demo.sock"
-    d = Demo(["--urls", f"http://unix:{path}", "--dispatch", request.param], tmp_path_factory.mktemp("demo"), expect_urls=1)
+    try:
+        d = Demo(["--urls", f"http://unix:{path}", "--dispatch", request.param], tmp_path_factory.mktemp("demo"), expect_urls=1)
+    except BaseException:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise
     d.dispatch = request.param
     d.socket_path = path
     yield d

@@ -261,7 +261,7 @@ def echo_full_duplex_h1(host: str, port: int, body: BigBody, content_type: str, 
 
     def send():
         try:
-            head = [f"POST /echo HTTP/1.1", f"Host: {host}:{port}", f"Content-Type: {content_type}"]
+            head = ["POST /echo HTTP/1.1", f"Host: {host}:{port}", f"Content-Type: {content_type}"]
             head.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {body.size}")
             sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
             for piece in body.pieces():

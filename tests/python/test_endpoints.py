@@ -4,7 +4,6 @@ errors."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import socket

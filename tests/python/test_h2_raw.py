@@ -143,11 +143,9 @@ def test_many_concurrent_streams_one_connection(h2c):
     assert elapsed < 5, elapsed
 
 
-def test_bug_h2_head_response_carries_data(server):
-    """HEAD must not carry content (RFC 9110 §9.3.2). Over HTTP/1.1 hyper drops the body; over
-    h2 the library sends the 13-byte `/` body in DATA frames after a HEADERS frame with
-    content-length: 13, which RFC-conforming clients (nghttp2, curl, python-h2, httpx) treat as a
-    PROTOCOL_ERROR."""
+def test_h2_head_response_carries_no_data(server):
+    """HEAD must not carry content (RFC 9110 §9.3.2): HEADERS with content-length: 13 and
+    END_STREAM, no DATA (RFC-conforming clients treat DATA there as a PROTOCOL_ERROR)."""
     c = H2Client(server.host, server.port)
     try:
         sid = c.conn.get_next_available_stream_id()

@@ -45,12 +45,11 @@ def test_root(client):
 
 
 def test_head_root(client):
-    if client.expected_version == "HTTP/2":
-        pytest.skip("HEAD over h2 sends a body: see test_h2_raw.py::test_bug_h2_head_response_carries_data")
     r = client.head("/")
     assert r.status_code == 200
     assert r.content == b""
     assert r.headers["content-type"] == "text/plain"
+    assert r.headers["content-length"] == str(len(HELLO))
     check_common(r, client)
 
 
