@@ -58,3 +58,23 @@ def test_clients_vanishing_mid_response_do_not_kill_the_host(server):
         while chunk := sock.recv(4096):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"Hello, World!")
+
+
+def test_h2load_stopping_mid_flight_does_not_kill_the_host(server):
+    """h2load -D stops with requests in flight on 16 connections: the server's next writes meet
+    closed sockets (this killed the demo with SIGPIPE before writes used MSG_NOSIGNAL)."""
+    import shutil
+    import subprocess
+
+    h2load = shutil.which("h2load")
+    assert h2load, "h2load (apt nghttp2-client) is required; scripts/install-test-deps.sh installs it"
+    for _ in range(2):
+        subprocess.run(
+            [h2load, "-c16", "-m16", "-D1", f"http://{server.host}:{server.port}/"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+            check=False,
+        )
+    time.sleep(0.3)
+    assert server.proc.poll() is None, f"the demo died (exit {server.proc.returncode})"
