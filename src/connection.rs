@@ -17,6 +17,9 @@ use crate::request::ConnectionInfo;
 use crate::server::{Phase, ServerContext};
 use crate::transport::{Listener, Stream};
 
+/// How long a connection may take to write its last responses once the stop timeout passed.
+const ABORT_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Accepts connections until the server leaves the running phase; dropping the listener at the
 /// end closes the socket (and removes a Unix socket file).
 pub(crate) async fn accept_loop(listener: Listener, protocols: Protocols, ctx: Arc<ServerContext>) {
@@ -84,7 +87,14 @@ async fn serve_connection(
     loop {
         let current = *phase.borrow_and_update();
         if current == Phase::Aborting {
-            info.torn_down.store(true, Ordering::Release);
+            // Requests still waiting for the host are answered 500 by `respond`; give the
+            // connection a moment to write those, then tear it down.
+            if tokio::time::timeout(ABORT_FLUSH, connection.as_mut())
+                .await
+                .is_err()
+            {
+                info.torn_down.store(true, Ordering::Release);
+            }
             break;
         }
         if current == Phase::Draining && !draining {
@@ -147,8 +157,19 @@ async fn respond(
     let (exchange, head) = Exchange::new(request, info, ctx.clone());
     let mut guard = AbortGuard(Some(exchange.shared().clone()));
     ctx.dispatch(exchange);
-    let response = head.await;
-    // From here on a streamed body notices a vanished client itself.
-    guard.0 = None;
-    Ok(response.unwrap_or_else(|_| ResponseBody::status(StatusCode::INTERNAL_SERVER_ERROR)))
+    let response = tokio::select! {
+        // Biased, with the subscription made inside the second branch: a response that is
+        // ready at once (INLINE handlers) costs no watch registration.
+        biased;
+        response = head => response.ok(),
+        // The stop timeout passed and the host has not answered: 500, and the exchange is
+        // aborted (the guard, below) so the host's late calls return Cancelled.
+        _ = async { ctx.subscribe().wait_for(|p| *p == Phase::Aborting).await.map(|_| ()) } => None,
+    };
+    if response.is_some() {
+        // From here on a streamed body notices a vanished client itself.
+        guard.0 = None;
+    }
+    drop(guard);
+    Ok(response.unwrap_or_else(|| ResponseBody::status(StatusCode::INTERNAL_SERVER_ERROR)))
 }

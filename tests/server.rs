@@ -400,3 +400,25 @@ fn stop_under_load_fails_no_request_in_flight() {
     // New connections are refused after the stop.
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_request_never_completed_before_the_stop_timeout_gets_500() {
+    let kept = Arc::new(Mutex::new(None::<Exchange>));
+    let k = kept.clone();
+    let (server, addr) = serve(DispatchMode::Inline, move |ex: Exchange| {
+        *k.lock().unwrap() = Some(ex); // never answered
+        Ok(())
+    });
+    let client = std::thread::spawn(move || roundtrip(addr, b"GET /forgotten HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kept.lock().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let report = server.stop(Duration::from_millis(200)).unwrap();
+    assert_eq!(report.aborted_requests, 1);
+    let resp = client.join().unwrap();
+    assert_eq!(resp.status, 500);
+    let ex = kept.lock().unwrap().take().unwrap();
+    assert!(ex.is_aborted());
+    assert!(matches!(ex.send(Bytes::from_static(b"late")), Err(Error::Cancelled)));
+}
