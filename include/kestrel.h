@@ -9,8 +9,11 @@
  *   kestrel_last_error() on the same thread. Outputs are written only on success.
  * - Strings in are pointer + length (no NUL needed). Strings out are kestrel_str views whose
  *   lifetime each function states, or copies into a caller buffer.
- * - Every callback gets the registration's userdata first; userdata_free, when given, is called
- *   exactly once when the library no longer needs the userdata.
+ * - Every callback gets the registration's userdata first. userdata_free, when given, is called
+ *   exactly once when the library no longer needs the userdata: also when the registration
+ *   fails (then before the call returns), so the host never keeps ownership after the call.
+ * - Views (kestrel_str) and handles are valid for the time each function states; a request and
+ *   its response live until the later of the handler's return and the response's completion.
  * - No function unwinds into the caller: a Rust panic becomes KESTREL_PANIC. Callbacks must not
  *   unwind (throw) into the library either.
  */
@@ -54,7 +57,10 @@ typedef struct kestrel_request kestrel_request;
  * race each other (their order would be undefined, never their safety).
  *
  * The head (status, headers) can change until the response starts: at the first write, flush or
- * a completing call. Completing calls: `kestrel_response_send`, `_send_owned`, `_send_file`,
+ * a completing call. Changing it afterwards returns `KESTREL_INVALID_STATE` (or
+ * `KESTREL_ALREADY_COMPLETED` once completed). `kestrel_response_send`, `_send_owned`,
+ * `_send_file` and `_send_fd` need a response that has not started (`KESTREL_INVALID_STATE`
+ * otherwise, the response staying open): after writes, finish with `kestrel_response_end`. Completing calls: `kestrel_response_send`, `_send_owned`, `_send_file`,
  * `_send_fd`, `_end`, `_fail`. After the first completion every other completing call returns
  * `KESTREL_ALREADY_COMPLETED`; after an abort they return `KESTREL_CANCELLED` (and still count
  * as the completion).
@@ -189,7 +195,8 @@ typedef struct {
    */
   kestrel_str version;
   /**
-   * The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent.
+   * The authority: the target's own for an absolute-form target, else the Host header
+   * (HTTP/1.x) or `:authority` (HTTP/2); empty when absent.
    */
   kestrel_str authority;
   /**
@@ -393,10 +400,11 @@ const char *kestrel_version(void);
 const char *kestrel_result_name(kestrel_result result);
 
 /**
- * Copies the message of the last failed call on this thread into `buf` (`len` bytes, NUL
- * included); `written` (may be NULL) gets the length without the NUL. Returns
- * `KESTREL_BUFFER_TOO_SMALL` when the message was truncated. The message stays until the next
- * failing call on this thread.
+ * Copies the message of the last failed call on this thread into `buf` (`len` bytes): as much as
+ * fits, NUL-terminated. `written` (may be NULL) gets the message's full length without the NUL.
+ * Returns `KESTREL_BUFFER_TOO_SMALL` when the message was truncated (retry with `written + 1`
+ * bytes). The message stays until the next failing call on this thread; this call never
+ * changes it.
  */
 kestrel_result kestrel_last_error(char *buf, size_t len, size_t *written);
 
@@ -528,8 +536,8 @@ kestrel_str kestrel_request_target(const kestrel_request *request);
 kestrel_str kestrel_request_version(const kestrel_request *request);
 
 /**
- * The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent. Valid as long as
- * the request handle.
+ * The authority: the target's own for an absolute-form target, else the Host header (HTTP/1.x)
+ * or `:authority` (HTTP/2); empty when absent. Valid as long as the request handle.
  */
 kestrel_str kestrel_request_authority(const kestrel_request *request);
 
@@ -587,8 +595,8 @@ kestrel_result kestrel_request_header(const kestrel_request *request,
 kestrel_result kestrel_request_get_head(const kestrel_request *request, kestrel_request_head *head);
 
 /**
- * Reads request body bytes into `buf` (`len` bytes), blocking until some arrive; `*read` gets
- * the count, 0 at the end of the body. The first read answers `Expect: 100-continue`.
+ * Reads request body bytes into `buf` (`len` bytes, not 0), blocking until some arrive; `*read`
+ * gets the count, 0 at the end of the body. The first read answers `Expect: 100-continue`.
  * Off I/O threads only (POOL handlers, pull mode, host threads): on an I/O thread (INLINE) it
  * returns `KESTREL_WOULD_BLOCK`; use `kestrel_request_read_async` there. `KESTREL_CANCELLED`
  * when the client went away; `KESTREL_INVALID_STATE` while an asynchronous read is pending.
@@ -611,8 +619,12 @@ kestrel_result kestrel_request_read_async(const kestrel_request *request,
                                           void *userdata);
 
 /**
- * Whether the request was aborted: the client went away, the stream was reset, or the server
- * stopped. False if `request` is NULL.
+ * Whether the request was aborted: the client went away, the stream was reset, the request
+ * body broke its framing, or the server stopped. False if `request` is NULL.
+ *
+ * On HTTP/1.1 a client that leaves while its request body is still unread is noticed at the
+ * next body read or response write (the connection is not read meanwhile); HTTP/2 stream
+ * resets and a client leaving a body-less request are noticed at once.
  */
 bool kestrel_request_is_aborted(const kestrel_request *request);
 
@@ -723,15 +735,18 @@ kestrel_result kestrel_response_end(kestrel_response *response);
 
 /**
  * Completes the request as failed: a 500 with an empty body when nothing was sent, otherwise the
- * response is cut off (HTTP/1.1 closes the connection, HTTP/2 resets the stream).
+ * response is cut off (HTTP/1.1 closes the connection, HTTP/2 resets the stream) — after a
+ * flush that may happen before the head reached the client.
  */
 kestrel_result kestrel_response_fail(kestrel_response *response);
 
 /**
  * Completes the response with `length` bytes of the file at `path` (`path_len` bytes, no NUL
  * needed) from `offset` (`KESTREL_TO_END`: the rest of the file), with Content-Length. The file
- * is opened on the calling thread; a missing file returns `KESTREL_IO_ERROR` and a range past
- * the end `KESTREL_INVALID_ARGUMENT`, leaving the response open (send a 404 instead, say).
+ * is opened on the calling thread; a missing file or one that is not a regular file returns
+ * `KESTREL_IO_ERROR` and a range past the end `KESTREL_INVALID_ARGUMENT`, leaving the response
+ * open (send a 404 instead, say). Chunks are read on a small blocking pool as the client takes
+ * them (hyper writes from buffers, so no sendfile).
  */
 kestrel_result kestrel_response_send_file(kestrel_response *response,
                                           const uint8_t *path,
@@ -740,8 +755,9 @@ kestrel_result kestrel_response_send_file(kestrel_response *response,
                                           uint64_t length);
 
 /**
- * Like `kestrel_response_send_file` for an open file descriptor. The library reads from a
- * duplicate of `fd` starting at `offset`: `fd` stays the host's to close, at any time.
+ * Like `kestrel_response_send_file` for an open descriptor of a regular file. The library reads a
+ * duplicate of `fd` at explicit offsets: `fd` stays the host's to close at any time, and its file
+ * position is never moved, so one descriptor may serve several responses at once.
  */
 kestrel_result kestrel_response_send_fd(kestrel_response *response,
                                         int fd,
@@ -771,9 +787,10 @@ size_t kestrel_server_address_count(const kestrel_server *server);
 
 /**
  * Copies the `index`-th bound address as a URL with its real port (`http://127.0.0.1:41234`,
- * `http://[::1]:5000`, `http://unix:/run/app.sock`) into `buf` (`len` bytes, NUL included);
- * `written` (may be NULL) gets the length without NUL. `KESTREL_NOT_FOUND` past the last one,
- * `KESTREL_BUFFER_TOO_SMALL` when truncated.
+ * `http://[::1]:5000`, `http://unix:/run/app.sock`) into `buf` (`len` bytes): as much as fits,
+ * NUL-terminated. `written` (may be NULL) gets the URL's full length without the NUL.
+ * `KESTREL_NOT_FOUND` past the last one; `KESTREL_BUFFER_TOO_SMALL` when truncated (retry with
+ * `written + 1` bytes).
  */
 kestrel_result kestrel_server_address(const kestrel_server *server,
                                       size_t index,

@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, SERVER, TRAILER};
 use hyper::StatusCode;
-use tokio::io::{AsyncRead, ReadBuf};
+use std::future::Future;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -78,6 +78,8 @@ struct ResponseState {
     writable: Vec<WritableCallback>,
     /// A response to HEAD: the head is sent, body bytes the host writes are dropped.
     discard_body: bool,
+    /// Trailer names the sent head announced (`Trailer` header), lower-case.
+    announced_trailers: Vec<HeaderName>,
 }
 
 /// Whether the current thread may block: not on a tokio worker (an I/O thread).
@@ -116,6 +118,7 @@ impl Exchange {
                 body_waker: None,
                 writable: Vec::new(),
                 discard_body: false,
+                announced_trailers: Vec::new(),
             }),
             space: Condvar::new(),
             aborted: AtomicBool::new(false),
@@ -270,6 +273,15 @@ impl Exchange {
         if state.ended {
             return Err(Error::AlreadyCompleted);
         }
+        if state.started
+            && self.shared.head.version().starts_with("HTTP/1")
+            && !state.announced_trailers.contains(&name)
+        {
+            return Err(Error::InvalidState(format!(
+                "on HTTP/1.1 a trailer must be added before the response starts, or announced in \
+                 a Trailer header ({name} was not)"
+            )));
+        }
         state
             .trailers
             .get_or_insert_with(HeaderMap::new)
@@ -298,9 +310,15 @@ impl Exchange {
 
     /// Completes the response with `len` bytes of `file` from `offset` (the rest of the file when
     /// `len` is `None`). The file is read on I/O threads as the client accepts data.
-    pub fn send_file(&self, mut file: std::fs::File, offset: u64, len: Option<u64>) -> Result<()> {
-        use std::io::{Seek, SeekFrom};
-        let size = file.metadata().map_err(Error::Io)?.len();
+    pub fn send_file(&self, file: std::fs::File, offset: u64, len: Option<u64>) -> Result<()> {
+        let meta = file.metadata().map_err(Error::Io)?;
+        if !meta.is_file() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        let size = meta.len();
         if offset > size {
             return Err(Error::InvalidArgument(format!(
                 "offset {offset} is past the end of the file ({size} bytes)"
@@ -312,7 +330,6 @@ impl Exchange {
                 "range {offset}+{len} is past the end of the file ({size} bytes)"
             )));
         }
-        file.seek(SeekFrom::Start(offset)).map_err(Error::Io)?;
         let shared = &self.shared;
         let mut state = shared.completing()?;
         if state.started {
@@ -323,9 +340,10 @@ impl Exchange {
         state.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         let trailers = state.trailers.take();
         let body = ResponseBody(BodyKind::File {
-            file: tokio::fs::File::from_std(file),
+            file: Arc::new(file),
+            offset,
             remaining: len,
-            chunk: Vec::new(),
+            reading: None,
             trailers,
         });
         let undelivered = shared.start(&mut state, body);
@@ -620,6 +638,13 @@ impl Shared {
                 }
             }
         }
+        state.announced_trailers = headers
+            .get_all(TRAILER)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
         if self.ctx.server_header && !headers.contains_key(SERVER) {
             headers.insert(SERVER, HeaderValue::from_static("kestrel"));
         }
@@ -749,10 +774,13 @@ enum BodyKind {
         shared: Arc<Shared>,
         done: bool,
     },
+    /// Read at explicit offsets (never the descriptor's own position, which a duplicated host
+    /// descriptor shares) on tokio's blocking pool, one chunk at a time.
     File {
-        file: tokio::fs::File,
+        file: Arc<std::fs::File>,
+        offset: u64,
         remaining: u64,
-        chunk: Vec<u8>,
+        reading: Option<tokio::task::JoinHandle<std::io::Result<Vec<u8>>>>,
         trailers: Option<HeaderMap>,
     },
 }
@@ -867,40 +895,53 @@ impl Body for ResponseBody {
             }
             BodyKind::File {
                 file,
+                offset,
                 remaining,
-                chunk,
+                reading,
                 trailers,
             } => {
                 if *remaining == 0 {
                     return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
                 }
-                let want = (*remaining).min(FILE_CHUNK as u64) as usize;
-                if chunk.len() != want {
-                    chunk.resize(want, 0);
-                }
-                let mut read_buf = ReadBuf::new(chunk);
-                match Pin::new(file).poll_read(cx, &mut read_buf) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(e)) => {
-                        *remaining = 0;
-                        Poll::Ready(Some(Err(BodyError::File(e))))
-                    }
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            *remaining = 0;
-                            let e = std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "the file shrank while being sent",
-                            );
-                            return Poll::Ready(Some(Err(BodyError::File(e))));
-                        }
-                        *remaining -= n as u64;
+                let task = reading.get_or_insert_with(|| {
+                    let (file, at) = (file.clone(), *offset);
+                    let want = (*remaining).min(FILE_CHUNK as u64) as usize;
+                    tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        let mut chunk = vec![0u8; want];
+                        let n = file.read_at(&mut chunk, at)?;
                         chunk.truncate(n);
-                        let data = Bytes::from(std::mem::take(chunk));
-                        Poll::Ready(Some(Ok(Frame::data(data))))
+                        Ok(chunk)
+                    })
+                });
+                let outcome = match Pin::new(task).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(joined) => joined,
+                };
+                *reading = None;
+                let chunk = match outcome {
+                    Ok(Ok(chunk)) if !chunk.is_empty() => chunk,
+                    Ok(Ok(_)) => {
+                        *remaining = 0;
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file shrank while being sent",
+                        );
+                        return Poll::Ready(Some(Err(BodyError::File(e))));
                     }
-                }
+                    Ok(Err(e)) => {
+                        *remaining = 0;
+                        return Poll::Ready(Some(Err(BodyError::File(e))));
+                    }
+                    Err(join) => {
+                        *remaining = 0;
+                        let e = std::io::Error::other(join.to_string());
+                        return Poll::Ready(Some(Err(BodyError::File(e))));
+                    }
+                };
+                *offset += chunk.len() as u64;
+                *remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
             }
         }
     }

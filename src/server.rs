@@ -152,7 +152,10 @@ struct Running {
     runtime: Mutex<Option<Runtime>>,
     ctx: Arc<ServerContext>,
     addresses: Vec<String>,
+    accept_loops: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pool: Mutex<Vec<JoinHandle<()>>>,
+    /// Stops scheduled from library threads; joined at teardown.
+    stop_threads: Mutex<Vec<JoinHandle<()>>>,
     queue: Option<Arc<RequestQueue>>,
     stopping: AtomicBool,
 }
@@ -198,8 +201,13 @@ impl Server {
     /// error names the address; the server can be started again.
     pub fn start(&self) -> Result<()> {
         let mut state = lock(&self.inner.state);
-        match *state {
+        match &*state {
             State::Created => {}
+            State::Running(r) if r.stopping.load(Ordering::Acquire) => {
+                return Err(Error::InvalidState(
+                    "a stopped server cannot start again".into(),
+                ))
+            }
             State::Running(_) => {
                 return Err(Error::InvalidState("the server is already running".into()))
             }
@@ -232,23 +240,24 @@ impl Server {
     /// does nothing. From a library thread (inside a handler) the stop is scheduled and this
     /// returns at once.
     pub fn stop(&self, timeout: Duration) -> Result<StopReport> {
+        let running = match &*lock(&self.inner.state) {
+            State::Running(r) => r.clone(),
+            _ => return Ok(StopReport::default()),
+        };
         if on_library_thread() {
-            let server = self.clone();
-            std::thread::Builder::new()
+            let stopper = running.clone();
+            let thread = std::thread::Builder::new()
                 .name("kestrel-stop".into())
                 .spawn(move || {
-                    let _ = server.stop(timeout);
+                    stopper.stop(timeout);
                 })
                 .map_err(Error::Io)?;
+            lock(&running.stop_threads).push(thread);
             return Ok(StopReport {
                 scheduled: true,
                 ..StopReport::default()
             });
         }
-        let running = match &*lock(&self.inner.state) {
-            State::Running(r) => r.clone(),
-            _ => return Ok(StopReport::default()),
-        };
         let report = running.stop(timeout);
         *lock(&self.inner.state) = State::Stopped(running);
         Ok(report)
@@ -336,16 +345,19 @@ impl ServerInner {
             )?;
         }
         let mut addresses = Vec::with_capacity(listeners.len());
+        let mut accept_loops = Vec::with_capacity(listeners.len());
         for (listener, index) in listeners {
             addresses.push(listener.url().to_string());
             log_at!(logger, Info, "kestrel", "listening on {}", listener.url());
             let protocols = options.endpoints[index].protocols;
-            runtime.spawn(accept_loop(listener, protocols, ctx.clone()));
+            accept_loops.push(runtime.spawn(accept_loop(listener, protocols, ctx.clone())));
         }
         Ok(Arc::new(Running {
             runtime: Mutex::new(Some(runtime)),
             ctx,
             addresses,
+            accept_loops: Mutex::new(accept_loops),
+            stop_threads: Mutex::new(Vec::new()),
             pool: Mutex::new(pool),
             queue,
             stopping: AtomicBool::new(false),
@@ -359,7 +371,15 @@ impl Running {
             return StopReport::default();
         }
         let ctx = &self.ctx;
-        let _ = ctx.phase.send(Phase::Draining);
+        ctx.phase.send_replace(Phase::Draining);
+        // Listeners close (and Unix socket files go) before stop returns, so the host can bind
+        // the same address again at once.
+        let accept_loops = std::mem::take(&mut *lock(&self.accept_loops));
+        ctx.runtime.block_on(async {
+            for accept_loop in accept_loops {
+                let _ = accept_loop.await;
+            }
+        });
         let drained = ctx.runtime.block_on(async {
             tokio::time::timeout(timeout, ctx.connections_closed())
                 .await
@@ -368,7 +388,7 @@ impl Running {
         let mut report = StopReport::default();
         if !drained {
             report.aborted_requests = ctx.unsettled_requests.load(Ordering::Acquire);
-            let _ = ctx.phase.send(Phase::Aborting);
+            ctx.phase.send_replace(Phase::Aborting);
             let _ = ctx.runtime.block_on(async {
                 tokio::time::timeout(Duration::from_secs(1), ctx.connections_closed()).await
             });
@@ -387,9 +407,18 @@ impl Running {
         report
     }
 
-    /// Joins the handler threads and shuts the runtime down. Must run off the library's threads.
+    /// Stops at once, joins every thread and shuts the runtime down. Must run off the library's
+    /// threads.
     fn teardown(&self) {
-        self.stop(Duration::ZERO);
+        if self.stopping.load(Ordering::Acquire) {
+            // A stop is under way (perhaps scheduled from a handler): hurry it to its end.
+            self.ctx.phase.send_replace(Phase::Aborting);
+        } else {
+            self.stop(Duration::ZERO);
+        }
+        for thread in std::mem::take(&mut *lock(&self.stop_threads)) {
+            let _ = thread.join();
+        }
         for thread in std::mem::take(&mut *lock(&self.pool)) {
             let _ = thread.join();
         }

@@ -409,7 +409,8 @@ fn a_request_never_completed_before_the_stop_timeout_gets_500() {
         *k.lock().unwrap() = Some(ex); // never answered
         Ok(())
     });
-    let client = std::thread::spawn(move || roundtrip(addr, b"GET /forgotten HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let client =
+        std::thread::spawn(move || roundtrip(addr, b"GET /forgotten HTTP/1.1\r\nHost: x\r\n\r\n"));
     let deadline = Instant::now() + Duration::from_secs(5);
     while kept.lock().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -420,5 +421,8 @@ fn a_request_never_completed_before_the_stop_timeout_gets_500() {
     assert_eq!(resp.status, 500);
     let ex = kept.lock().unwrap().take().unwrap();
     assert!(ex.is_aborted());
-    assert!(matches!(ex.send(Bytes::from_static(b"late")), Err(Error::Cancelled)));
+    assert!(matches!(
+        ex.send(Bytes::from_static(b"late")),
+        Err(Error::Cancelled)
+    ));
 }

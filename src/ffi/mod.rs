@@ -241,8 +241,10 @@ pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
     Some(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
-/// Copies `text` into a host buffer with a terminating NUL when it fits; `written` gets the
-/// number of bytes copied, NUL excluded.
+/// Copies `text` into a host buffer of `len` bytes: as much as fits, always NUL-terminated when
+/// `len > 0`. `written` gets the full length of `text` (NUL excluded), so a host that got
+/// `KESTREL_BUFFER_TOO_SMALL` can retry with `written + 1` bytes. Leaves the last error alone (the
+/// caller may be reading it).
 pub(crate) unsafe fn copy_out(
     text: &[u8],
     buf: *mut c_char,
@@ -260,13 +262,9 @@ pub(crate) unsafe fn copy_out(
     }
     if !written.is_null() {
         // SAFETY: checked non-NULL; the caller promises it points to a size_t.
-        unsafe { *written = n };
+        unsafe { *written = text.len() };
     }
     if n < text.len() {
-        set_last_error(format!(
-            "the buffer holds {room} bytes, {} are needed (plus NUL)",
-            text.len()
-        ));
         return KESTREL_BUFFER_TOO_SMALL;
     }
     KESTREL_OK
@@ -305,10 +303,11 @@ pub extern "C" fn kestrel_result_name(result: kestrel_result) -> *const c_char {
     name.as_ptr()
 }
 
-/// Copies the message of the last failed call on this thread into `buf` (`len` bytes, NUL
-/// included); `written` (may be NULL) gets the length without the NUL. Returns
-/// `KESTREL_BUFFER_TOO_SMALL` when the message was truncated. The message stays until the next
-/// failing call on this thread.
+/// Copies the message of the last failed call on this thread into `buf` (`len` bytes): as much as
+/// fits, NUL-terminated. `written` (may be NULL) gets the message's full length without the NUL.
+/// Returns `KESTREL_BUFFER_TOO_SMALL` when the message was truncated (retry with `written + 1`
+/// bytes). The message stays until the next failing call on this thread; this call never
+/// changes it.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_last_error(
     buf: *mut c_char,
@@ -317,6 +316,7 @@ pub unsafe extern "C" fn kestrel_last_error(
 ) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(buf);
-        LAST_ERROR.with(|e| unsafe { copy_out(e.borrow().as_bytes(), buf, len, written) })
+        let message = LAST_ERROR.with(|e| e.borrow().clone());
+        unsafe { copy_out(message.as_bytes(), buf, len, written) }
     }
 }

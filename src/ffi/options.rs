@@ -259,8 +259,8 @@ pub unsafe extern "C" fn kestrel_options_set_handler(
     userdata_free: kestrel_userdata_free_fn,
 ) -> kestrel_result {
     ffi_panic_boundary! {
-        check_null!(options);
         let userdata = Userdata::new(userdata, userdata_free);
+        check_null!(options);
         let Some(callback) = handler else { return null_argument("handler") };
         unsafe { options_mut(options) }.handler(Arc::new(CHandler::new(callback, userdata)));
         KESTREL_OK
@@ -300,8 +300,8 @@ pub unsafe extern "C" fn kestrel_options_set_thread_hooks(
     userdata_free: kestrel_userdata_free_fn,
 ) -> kestrel_result {
     ffi_panic_boundary! {
-        check_null!(options);
         let userdata = Userdata::new(userdata, userdata_free);
+        check_null!(options);
         unsafe { options_mut(options) }.thread_hooks(Arc::new(CThreadHooks { on_start, on_stop, userdata }));
         KESTREL_OK
     }
@@ -319,8 +319,8 @@ pub unsafe extern "C" fn kestrel_options_set_log_callback(
     userdata_free: kestrel_userdata_free_fn,
 ) -> kestrel_result {
     ffi_panic_boundary! {
-        check_null!(options);
         let userdata = Userdata::new(userdata, userdata_free);
+        check_null!(options);
         let Some(callback) = callback else { return null_argument("callback") };
         let Some(level) = LogLevel::from_u32(min_level) else {
             return invalid(format!("{min_level} is not a KESTREL_LOG_* value"));

@@ -57,7 +57,8 @@ pub struct kestrel_request_head {
     pub target: kestrel_str,
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
     pub version: kestrel_str,
-    /// The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent.
+    /// The authority: the target's own for an absolute-form target, else the Host header
+    /// (HTTP/1.x) or `:authority` (HTTP/2); empty when absent.
     pub authority: kestrel_str,
     /// The client's address (`127.0.0.1:50000`, `[::1]:50000`, `unix:`).
     pub remote_addr: kestrel_str,
@@ -272,8 +273,8 @@ pub unsafe extern "C" fn kestrel_request_version(request: *const kestrel_request
     }
 }
 
-/// The Host header (HTTP/1.x) or `:authority` (HTTP/2); empty when absent. Valid as long as
-/// the request handle.
+/// The authority: the target's own for an absolute-form target, else the Host header (HTTP/1.x)
+/// or `:authority` (HTTP/2); empty when absent. Valid as long as the request handle.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_request_authority(request: *const kestrel_request) -> kestrel_str {
     ffi_panic_boundary! {
@@ -436,8 +437,8 @@ pub unsafe extern "C" fn kestrel_request_get_head(
     }
 }
 
-/// Reads request body bytes into `buf` (`len` bytes), blocking until some arrive; `*read` gets
-/// the count, 0 at the end of the body. The first read answers `Expect: 100-continue`.
+/// Reads request body bytes into `buf` (`len` bytes, not 0), blocking until some arrive; `*read`
+/// gets the count, 0 at the end of the body. The first read answers `Expect: 100-continue`.
 /// Off I/O threads only (POOL handlers, pull mode, host threads): on an I/O thread (INLINE) it
 /// returns `KESTREL_WOULD_BLOCK`; use `kestrel_request_read_async` there. `KESTREL_CANCELLED`
 /// when the client went away; `KESTREL_INVALID_STATE` while an asynchronous read is pending.
@@ -450,6 +451,11 @@ pub unsafe extern "C" fn kestrel_request_read(
 ) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(request, buf, read);
+        if len == 0 {
+            // A 0-byte read would look like the end of the body.
+            set_last_error("len must not be 0".into());
+            return KESTREL_INVALID_ARGUMENT;
+        }
         // SAFETY: the caller promises `len` writable bytes at `buf`.
         let slice = unsafe { std::slice::from_raw_parts_mut(buf, len) };
         match unsafe { exchange(request) }.read(slice) {
@@ -511,8 +517,12 @@ pub unsafe extern "C" fn kestrel_request_read_async(
     }
 }
 
-/// Whether the request was aborted: the client went away, the stream was reset, or the server
-/// stopped. False if `request` is NULL.
+/// Whether the request was aborted: the client went away, the stream was reset, the request
+/// body broke its framing, or the server stopped. False if `request` is NULL.
+///
+/// On HTTP/1.1 a client that leaves while its request body is still unread is noticed at the
+/// next body read or response write (the connection is not read meanwhile); HTTP/2 stream
+/// resets and a client leaving a body-less request are noticed at once.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_request_is_aborted(request: *const kestrel_request) -> bool {
     ffi_panic_boundary! {

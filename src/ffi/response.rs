@@ -17,7 +17,10 @@ use crate::error::Error;
 /// race each other (their order would be undefined, never their safety).
 ///
 /// The head (status, headers) can change until the response starts: at the first write, flush or
-/// a completing call. Completing calls: `kestrel_response_send`, `_send_owned`, `_send_file`,
+/// a completing call. Changing it afterwards returns `KESTREL_INVALID_STATE` (or
+/// `KESTREL_ALREADY_COMPLETED` once completed). `kestrel_response_send`, `_send_owned`,
+/// `_send_file` and `_send_fd` need a response that has not started (`KESTREL_INVALID_STATE`
+/// otherwise, the response staying open): after writes, finish with `kestrel_response_end`. Completing calls: `kestrel_response_send`, `_send_owned`, `_send_file`,
 /// `_send_fd`, `_end`, `_fail`. After the first completion every other completing call returns
 /// `KESTREL_ALREADY_COMPLETED`; after an abort they return `KESTREL_CANCELLED` (and still count
 /// as the completion).
@@ -265,7 +268,8 @@ pub unsafe extern "C" fn kestrel_response_end(response: *mut kestrel_response) -
 }
 
 /// Completes the request as failed: a 500 with an empty body when nothing was sent, otherwise the
-/// response is cut off (HTTP/1.1 closes the connection, HTTP/2 resets the stream).
+/// response is cut off (HTTP/1.1 closes the connection, HTTP/2 resets the stream) — after a
+/// flush that may happen before the head reached the client.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_response_fail(response: *mut kestrel_response) -> kestrel_result {
     ffi_panic_boundary! {
@@ -283,8 +287,10 @@ fn range_len(length: u64) -> Option<u64> {
 
 /// Completes the response with `length` bytes of the file at `path` (`path_len` bytes, no NUL
 /// needed) from `offset` (`KESTREL_TO_END`: the rest of the file), with Content-Length. The file
-/// is opened on the calling thread; a missing file returns `KESTREL_IO_ERROR` and a range past
-/// the end `KESTREL_INVALID_ARGUMENT`, leaving the response open (send a 404 instead, say).
+/// is opened on the calling thread; a missing file or one that is not a regular file returns
+/// `KESTREL_IO_ERROR` and a range past the end `KESTREL_INVALID_ARGUMENT`, leaving the response
+/// open (send a 404 instead, say). Chunks are read on a small blocking pool as the client takes
+/// them (hyper writes from buffers, so no sendfile).
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_response_send_file(
     response: *mut kestrel_response,
@@ -306,8 +312,9 @@ pub unsafe extern "C" fn kestrel_response_send_file(
     }
 }
 
-/// Like `kestrel_response_send_file` for an open file descriptor. The library reads from a
-/// duplicate of `fd` starting at `offset`: `fd` stays the host's to close, at any time.
+/// Like `kestrel_response_send_file` for an open descriptor of a regular file. The library reads a
+/// duplicate of `fd` at explicit offsets: `fd` stays the host's to close at any time, and its file
+/// position is never moved, so one descriptor may serve several responses at once.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_response_send_fd(
     response: *mut kestrel_response,

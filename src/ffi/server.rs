@@ -70,9 +70,10 @@ pub unsafe extern "C" fn kestrel_server_address_count(server: *const kestrel_ser
 }
 
 /// Copies the `index`-th bound address as a URL with its real port (`http://127.0.0.1:41234`,
-/// `http://[::1]:5000`, `http://unix:/run/app.sock`) into `buf` (`len` bytes, NUL included);
-/// `written` (may be NULL) gets the length without NUL. `KESTREL_NOT_FOUND` past the last one,
-/// `KESTREL_BUFFER_TOO_SMALL` when truncated.
+/// `http://[::1]:5000`, `http://unix:/run/app.sock`) into `buf` (`len` bytes): as much as fits,
+/// NUL-terminated. `written` (may be NULL) gets the URL's full length without the NUL.
+/// `KESTREL_NOT_FOUND` past the last one; `KESTREL_BUFFER_TOO_SMALL` when truncated (retry with
+/// `written + 1` bytes).
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_server_address(
     server: *const kestrel_server,
@@ -88,7 +89,11 @@ pub unsafe extern "C" fn kestrel_server_address(
             set_last_error(format!("address index {index} is out of range (there are {})", addresses.len()));
             return KESTREL_NOT_FOUND;
         };
-        unsafe { copy_out(address.as_bytes(), buf, len, written) }
+        let code = unsafe { copy_out(address.as_bytes(), buf, len, written) };
+        if code != KESTREL_OK {
+            set_last_error(format!("the address needs {} bytes plus NUL; the buffer has {len}", address.len()));
+        }
+        code
     }
 }
 

@@ -30,7 +30,16 @@ typedef struct {
 
 static void count_free(void *userdata) { atomic_inc(&((counter *)userdata)->freed); }
 
-static counter handler_ud;
+static counter handler_ud, log_ud;
+static int error_records;
+
+static void log_errors(void *userdata, kestrel_log_level level, kestrel_str category, kestrel_str message) {
+    (void)category;
+    (void)message;
+    CHECK(userdata == &log_ud);
+    CHECK(level >= KESTREL_LOG_ERROR);
+    atomic_inc(&error_records);
+}
 static pthread_t main_thread;
 static int g_port;
 static char g_file[64];            /* a 1000-byte file: byte i is 'A' + i % 26 */
@@ -313,6 +322,60 @@ static void test_http10(void) {
     http_response_free(&r);
 }
 
+/* ---- /echo-head: request-target forms, HEAD, keep-alive ids ------------------------------ */
+
+static kestrel_result route_echo_head(kestrel_request *req, kestrel_response *res) {
+    char body[512], m[16], t[128], p[128], q[64], a[64], id[64];
+    int n = snprintf(body, sizeof body, "%s|%s|%s|%s|%s|%s|%llu", str_c(kestrel_request_method(req), m, sizeof m),
+                     str_c(kestrel_request_target(req), t, sizeof t), str_c(kestrel_request_path(req), p, sizeof p),
+                     str_c(kestrel_request_query(req), q, sizeof q), str_c(kestrel_request_authority(req), a, sizeof a),
+                     str_c(kestrel_request_id(req), id, sizeof id), (unsigned long long)kestrel_request_connection_id(req));
+    return kestrel_response_send(res, (const uint8_t *)body, (size_t)n);
+}
+
+static void test_target_forms(void) {
+    http_response r;
+    /* Absolute form: the target as sent; path and query from it; the authority from the URL. */
+    http_request(g_port, "GET http://example.com/echo-head?q=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n", &r);
+    CHECK(r.status == 200 && strncmp(r.body, "GET|http://example.com/echo-head?q=1|/echo-head|q=1|example.com|", 64) == 0);
+    http_response_free(&r);
+    /* Asterisk form. */
+    http_request(g_port, "OPTIONS * HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &r);
+    CHECK(r.status == 200 && strncmp(r.body, "OPTIONS|*|", 10) == 0);
+    http_response_free(&r);
+    /* HEAD: the head of the GET response, no body. */
+    char v[32];
+    http_request(g_port, "HEAD /owned-static HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &r);
+    CHECK(r.status == 200 && r.eof && !r.timed_out);
+    CHECK(http_header(&r, "content-length", 0, v, sizeof v) && strcmp(v, "6") == 0);
+    CHECK(strstr(r.raw, "\r\n\r\n") != NULL && strcmp(strstr(r.raw, "\r\n\r\n"), "\r\n\r\n") == 0);
+    http_response_free(&r);
+    http_request(g_port, "HEAD /chunked HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &r);
+    CHECK(r.status == 200 && r.eof && !r.timed_out);
+    CHECK(strstr(r.raw, "\r\n\r\n") != NULL && strcmp(strstr(r.raw, "\r\n\r\n"), "\r\n\r\n") == 0);
+    http_response_free(&r);
+
+    /* Two requests on one connection: the same connection id, request numbers 1 and 2. */
+    int fd = http_connect(g_port);
+    REQUIRE(fd >= 0);
+    send_str(fd, "GET /echo-head HTTP/1.1\r\nHost: h\r\n\r\n");
+    http_response one;
+    http_read_one(fd, &one);
+    send_str(fd, "GET /echo-head?second HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    http_read_response(fd, &r);
+    close(fd);
+    char *id1 = strstr(one.body, "|0"), *id2 = strstr(r.body, "|0");
+    CHECK(one.status == 200 && r.status == 200 && id1 && id2);
+    if (id1 && id2) {
+        /* "|<16 hex digits>:<8 hex digits>|<connection id>" */
+        CHECK(strncmp(id1, id2, 18) == 0);            /* the same connection */
+        CHECK(strncmp(id1 + 18, "00000001|", 9) == 0); /* request 1 */
+        CHECK(strncmp(id2 + 18, "00000002|", 9) == 0); /* request 2 */
+    }
+    http_response_free(&one);
+    http_response_free(&r);
+}
+
 /* ---- /headers: status and response headers ------------------------------------------------- */
 
 #define CHECK_BAD_HEADER(fn, name, value)                                                            \
@@ -412,7 +475,8 @@ static kestrel_result route_started(kestrel_request *req, kestrel_response *res)
     CHECK_RC(kestrel_response_send_file(res, (const uint8_t *)g_file, strlen(g_file), 0, 1), KESTREL_INVALID_STATE);
     CHECK_RC(kestrel_response_flush(res), KESTREL_OK);
     CHECK_RC(kestrel_response_write(res, LIT("def")), KESTREL_OK);
-    CHECK_RC(kestrel_response_add_trailer(res, LIT("x-trailer"), LIT("t")), KESTREL_OK); /* until completion */
+    /* HTTP/1.1: not announced in the head that went out, so refused (HTTP/2 would take it). */
+    CHECK_RC(kestrel_response_add_trailer(res, LIT("x-trailer"), LIT("t")), KESTREL_INVALID_STATE);
     CHECK_RC(kestrel_response_end(res), KESTREL_OK);
     /* Completed: every completing call now returns KESTREL_ALREADY_COMPLETED. */
     CHECK_RC(kestrel_response_end(res), KESTREL_ALREADY_COMPLETED);
@@ -480,6 +544,8 @@ static void test_send(void) {
     CHECK(http_header(&r, "content-length", 0, v, sizeof v) && strcmp(v, "4") == 0);
     CHECK(http_header(&r, "server", 0, v, sizeof v) && strcmp(v, "kestrel") == 0);
     http_response_free(&r);
+    /* (The client may have the response before the handler made its later calls.) */
+    WAIT_FOR(atomic_get(&owned_after_ud.freed) >= 1, WAIT_MS);
     CHECK(atomic_get(&owned_after_ud.freed) == 1);
 
     http_get(g_port, "/send-empty", &r);
@@ -625,6 +691,18 @@ static kestrel_result route_file_errors(kestrel_request *req, kestrel_response *
     return send_text(res, "missing");
 }
 
+/* A path that opens but is not a regular file. */
+static kestrel_result file_dir_rc = 999;
+
+static kestrel_result route_file_dir(kestrel_request *req, kestrel_response *res) {
+    (void)req;
+    file_dir_rc = kestrel_response_send_file(res, LIT("/tmp"), 0, KESTREL_TO_END);
+    if (file_dir_rc == KESTREL_OK) return KESTREL_OK;
+    CHECK_LAST_ERROR(NULL);
+    CHECK_RC(kestrel_response_set_status(res, 404), KESTREL_OK);
+    return send_text(res, "not a file");
+}
+
 static kestrel_result route_fd(kestrel_request *req, kestrel_response *res) {
     (void)req;
     int fd = open(g_file, O_RDONLY);
@@ -663,6 +741,9 @@ static void test_files(void) {
     http_get(g_port, "/fd", &r);
     check_file_body(&r, 5, 10, "send_fd offset 5 length 10");
     http_response_free(&r);
+    http_get(g_port, "/file-dir", &r);
+    CHECK(file_dir_rc == KESTREL_IO_ERROR && r.status == 404);
+    http_response_free(&r);
     http_get(g_port, "/file-errors", &r);
     CHECK(r.status == 404 && strcmp(r.body, "missing") == 0);
     CHECK(http_header(&r, "x-before", 0, v, sizeof v) && http_header(&r, "x-after", 0, v, sizeof v));
@@ -698,28 +779,21 @@ static void test_fd_shared(void) {
     g_shared_fd = open(g_big_file, O_RDONLY);
     REQUIRE(g_shared_fd >= 0);
     atomic_set(&fd_shared_sent, 0);
-    /* Client A reads a little, then stalls (small receive buffer) while B is served. */
-    int a = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 8192;
-    setsockopt(a, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    close(a);
-    a = http_connect(g_port);
+    /* Client A reads the head, then stops reading: once the socket buffers are full (well under
+     * the 8 MiB body) its file body stops reading too. Then B is served in full from the same fd.
+     * Then A reads the rest. */
+    int a = http_connect(g_port);
     REQUIRE(a >= 0);
-    setsockopt(a, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
     send_str(a, "GET /fd-shared HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     WAIT_FOR(atomic_get(&fd_shared_sent) == 1, WAIT_MS);
     char head[4096];
     CHECK(read_until(a, head, sizeof head, "\r\n\r\n") > 0);
+    sleep_ms(100); /* let A's transfer stall */
     http_response rb;
-    uint64_t tb = now_ms();
     http_get(g_port, "/fd-shared", &rb);
-    fprintf(stderr, "B: %llu ms, status %d, %zu bytes, eof %d, timed out %d, complete %d\n", (unsigned long long)(now_ms() - tb), rb.status, rb.body_len, rb.eof, rb.timed_out, rb.complete);
-    tb = now_ms();
-    /* Now read A to its end. */
     http_response ra_rest;
     http_read_response(a, &ra_rest);
     close(a);
-    fprintf(stderr, "A rest: %llu ms, %zu bytes, eof %d, timed out %d\n", (unsigned long long)(now_ms() - tb), ra_rest.raw_len, ra_rest.eof, ra_rest.timed_out);
     size_t head_len = strlen(head);
     char *raw = malloc(head_len + ra_rest.raw_len);
     REQUIRE(raw != NULL);
@@ -728,27 +802,39 @@ static void test_fd_shared(void) {
     http_response ra;
     http_parse(raw, head_len + ra_rest.raw_len, &ra);
     free(raw);
-    CHECK(body_matches_big_file(&rb));
-    KNOWN_BUG(body_matches_big_file(&ra),
-              "kestrel_response_send_fd reads from a dup() that shares the file offset: two responses from one fd "
-              "corrupt each other (and the host's offset moves)");
+    CHECK(!ra_rest.timed_out && !rb.timed_out);
+    int a_ok = body_matches_big_file(&ra), b_ok = body_matches_big_file(&rb);
+    if (!a_ok || !b_ok) {
+        fprintf(stderr, "send_fd twice on one fd: A got %zu of %d bytes (%s), B got %zu (%s)\n", ra.body_len,
+                FD_SHARED_SIZE, a_ok ? "intact" : "corrupt or cut off", rb.body_len, b_ok ? "intact" : "corrupt or cut off");
+    }
+    CHECK(a_ok && b_ok);
     http_response_free(&ra);
     http_response_free(&ra_rest);
     http_response_free(&rb);
-    /* The host's own offset: the header says the fd stays the host's. */
-    off_t pos = lseek(g_shared_fd, 0, SEEK_CUR);
-    if (pos != 0) fprintf(stderr, "note: the host's file offset moved to %lld after send_fd\n", (long long)pos);
     close(g_shared_fd);
 }
 
 /* ---- trailers -------------------------------------------------------------------------------- */
 
 static kestrel_result route_trailers(kestrel_request *req, kestrel_response *res) {
-    if (str_eq(kestrel_request_query(req), "declared")) {
+    kestrel_str query = kestrel_request_query(req);
+    if (str_eq(query, "declared")) { /* announced by the host, added after the body */
         CHECK_RC(kestrel_response_add_header(res, LIT("trailer"), LIT("x-checksum")), KESTREL_OK);
+        CHECK_RC(kestrel_response_write(res, LIT("body")), KESTREL_OK);
+        CHECK_RC(kestrel_response_add_trailer(res, LIT("X-Checksum"), LIT("abc123")), KESTREL_OK);
+        return kestrel_response_end(res);
     }
+    if (str_eq(query, "early")) { /* added before the response starts */
+        CHECK_RC(kestrel_response_add_trailer(res, LIT("X-Checksum"), LIT("abc123")), KESTREL_OK);
+        CHECK_RC(kestrel_response_write(res, LIT("body")), KESTREL_OK);
+        return kestrel_response_end(res);
+    }
+    /* On HTTP/1.1 the head announces the trailers: one added after the response started is
+     * refused with a clear error rather than silently dropped. */
     CHECK_RC(kestrel_response_write(res, LIT("body")), KESTREL_OK);
-    CHECK_RC(kestrel_response_add_trailer(res, LIT("X-Checksum"), LIT("abc123")), KESTREL_OK);
+    CHECK_RC(kestrel_response_add_trailer(res, LIT("X-Late"), LIT("late")), KESTREL_INVALID_STATE);
+    CHECK_LAST_ERROR("before the response starts");
     return kestrel_response_end(res);
 }
 
@@ -758,11 +844,14 @@ static void test_trailers(void) {
     /* The request carries TE: trailers: the trailer must follow the body on HTTP/1.1. */
     http_request(g_port, "GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n", &r);
     CHECK(r.status == 200 && r.chunked && r.complete && strcmp(r.body, "body") == 0);
-    KNOWN_BUG(http_trailer(&r, "x-checksum", v, sizeof v) && strcmp(v, "abc123") == 0,
-              "kestrel_response_add_trailer: HTTP/1.1 trailers are dropped unless the host also sets a "
-              "`Trailer` response header naming them (hyper's rule, not in kestrel.h)");
+    CHECK(!http_trailer(&r, "x-late", v, sizeof v));
     http_response_free(&r);
-    /* With a Trailer header declaring it (a workaround a host can apply today). */
+    /* Added before the response started. */
+    http_request(g_port, "GET /trailers?early HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n", &r);
+    CHECK(r.status == 200 && r.chunked && r.complete && strcmp(r.body, "body") == 0);
+    CHECK(http_trailer(&r, "x-checksum", v, sizeof v) && strcmp(v, "abc123") == 0);
+    http_response_free(&r);
+    /* Announced by the host in a Trailer header, then added after the body. */
     http_request(g_port, "GET /trailers?declared HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n", &r);
     CHECK(r.status == 200 && r.chunked && r.complete && strcmp(r.body, "body") == 0);
     CHECK(http_trailer(&r, "x-checksum", v, sizeof v) && strcmp(v, "abc123") == 0);
@@ -819,18 +908,23 @@ static void test_failures(void) {
     CHECK(r.status == 500 && r.body_len == 0);
     CHECK(!http_header(&r, "x-dropped", 0, v, sizeof v));
     http_response_free(&r);
+    int records = atomic_get(&error_records);
     http_get(g_port, "/error", &r);
     CHECK(r.status == 500 && r.body_len == 0);
     CHECK(!http_header(&r, "x-dropped", 0, v, sizeof v));
     http_response_free(&r);
+    /* A handler error is logged at KESTREL_LOG_ERROR. */
+    WAIT_FOR(atomic_get(&error_records) > records, WAIT_MS);
+    CHECK(atomic_get(&error_records) > records);
     /* Cut off: the client must not mistake it for a whole response. */
+    /* (The connection may close before or after the head and the partial chunk went out.) */
     http_get(g_port, "/fail-started", &r);
-    if (!(r.status == 200 && r.chunked && !r.complete && r.eof)) fprintf(stderr, "fail-started: status %d chunked %d complete %d eof %d timed_out %d raw:\n%s\n", r.status, r.chunked, r.complete, r.eof, r.timed_out, r.raw);
-    CHECK(r.status == 200 && r.chunked && !r.complete && r.eof);
-    CHECK(strncmp(r.body, "partial", 7) == 0);
+    CHECK(r.eof && !r.timed_out && !r.complete);
+    CHECK(r.status == 0 || (r.status == 200 && r.chunked));
     http_response_free(&r);
     http_get(g_port, "/error-started", &r);
-    CHECK(r.status == 200 && r.chunked && !r.complete && r.eof);
+    CHECK(r.eof && !r.timed_out && !r.complete);
+    CHECK(r.status == 0 || (r.status == 200 && r.chunked));
     http_response_free(&r);
     http_get(g_port, "/error-after-send", &r);
     CHECK(r.status == 200 && r.complete && strcmp(r.body, "complete") == 0);
@@ -893,6 +987,13 @@ static kestrel_result route_echo(kestrel_request *req, kestrel_response *res) {
     return kestrel_response_send(res, (const uint8_t *)body, len);
 }
 
+/* Expect: 100-continue and a handler that answers without reading: no 100 Continue. */
+static kestrel_result route_expect_refuse(kestrel_request *req, kestrel_response *res) {
+    (void)req;
+    CHECK_RC(kestrel_response_set_status(res, 417), KESTREL_OK);
+    return send_text(res, "refused");
+}
+
 static void test_bodies(void) {
     http_response r;
     http_request(g_port,
@@ -922,6 +1023,14 @@ static void test_bodies(void) {
     http_read_response(fd, &r);
     close(fd);
     CHECK(r.status == 200 && strcmp(r.body, "continued") == 0);
+    http_response_free(&r);
+
+    fd = http_connect(g_port);
+    REQUIRE(fd >= 0);
+    send_str(fd, "POST /expect-refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+    http_read_response(fd, &r);
+    close(fd);
+    CHECK(r.informational == 0 && r.status == 417 && strcmp(r.body, "refused") == 0);
     http_response_free(&r);
 }
 
@@ -1011,17 +1120,29 @@ static kestrel_result route_abort_normal(kestrel_request *req, kestrel_response 
 
 /* A blocking read when the client goes away mid-body. */
 static kestrel_result read_gone_rc = 999, read_gone_send_rc = 999;
-static int read_gone_done, read_gone_started;
+static int read_gone_done, read_gone_waiting;
 
 static kestrel_result route_read_gone(kestrel_request *req, kestrel_response *res) {
     uint8_t buf[64];
     size_t n = 0, total = 0;
-    kestrel_result rc;
-    atomic_set(&read_gone_started, 1);
+    kestrel_result rc = KESTREL_OK;
+    while (total < 10 && (rc = kestrel_request_read(req, buf, sizeof buf, &n)) == KESTREL_OK && n > 0) total += n;
+    CHECK(total == 10);
+    atomic_set(&read_gone_waiting, 1);
+    /* The next read blocks: the other 90 bytes never come. */
     while ((rc = kestrel_request_read(req, buf, sizeof buf, &n)) == KESTREL_OK && n > 0) total += n;
     read_gone_rc = rc;
     read_gone_send_rc = kestrel_response_send(res, LIT("too late"));
     atomic_set(&read_gone_done, 1);
+    return KESTREL_OK;
+}
+
+/* The client goes away mid-body while the handler holds the request without reading. */
+static void *g_mid_body_req;
+
+static kestrel_result route_hold_body(kestrel_request *req, kestrel_response *res) {
+    (void)res;
+    atomic_set_ptr(&g_mid_body_req, req);
     return KESTREL_OK;
 }
 
@@ -1058,6 +1179,9 @@ static void test_abort(void) {
     CHECK(rc == KESTREL_CANCELLED || (rc == KESTREL_OK && atomic_get(&writable.calls) == 1));
     CHECK_RC(kestrel_response_send(res, LIT("late")), KESTREL_CANCELLED); /* the completion */
     CHECK(atomic_get(&abort_ud.calls) == 1 && atomic_get(&abort_ud.freed) == 1);
+    /* The server closed its side of the connection. */
+    WAIT_FOR(count_close_wait(g_port) == 0, 2000);
+    CHECK(count_close_wait(g_port) == 0);
 
     /* A request that finishes normally: the abort callback never runs, its userdata is freed. */
     http_response r;
@@ -1072,13 +1196,39 @@ static void test_abort(void) {
     fd = http_connect(g_port);
     REQUIRE(fd >= 0);
     send_str(fd, "POST /read-gone HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
-    WAIT_FOR(atomic_get(&read_gone_started), WAIT_MS);
-    sleep_ms(20);
+    WAIT_FOR(atomic_get(&read_gone_waiting), WAIT_MS);
+    sleep_ms(100); /* into the blocking read */
     close(fd);
     WAIT_FOR(atomic_get(&read_gone_done), WAIT_MS);
     CHECK(atomic_get(&read_gone_done));
     CHECK_RC(read_gone_rc, KESTREL_CANCELLED);
     CHECK_RC(read_gone_send_rc, KESTREL_CANCELLED);
+    /* The request is over: the server must close its side of the connection too. (Regression
+     * check: at commit bd4621c the connection stayed in CLOSE_WAIT until kestrel_server_stop,
+     * which then waited its whole timeout, because the aborted exchange kept the response channel
+     * its connection task was waiting on.) */
+    WAIT_FOR(count_close_wait(g_port) == 0, 2000);
+    CHECK(count_close_wait(g_port) == 0);
+
+    /* The client leaves mid-body while the request is held, unread: that is an abort too. */
+    fd = http_connect(g_port);
+    REQUIRE(fd >= 0);
+    send_str(fd, "POST /hold-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789");
+    WAIT_FOR(atomic_get_ptr(&g_mid_body_req) != NULL, WAIT_MS);
+    req = atomic_get_ptr(&g_mid_body_req);
+    REQUIRE(req != NULL);
+    sleep_ms(50);
+    close(fd);
+    /* Documented: on HTTP/1.1 the connection is not read while the body is unread, so the
+     * departure shows at the next body read (which fails and aborts the request). */
+    uint8_t tmp[256];
+    size_t got = 0;
+    kestrel_result read_rc = KESTREL_OK;
+    for (int i = 0; i < 20 && read_rc == KESTREL_OK; i++) read_rc = kestrel_request_read(req, tmp, sizeof tmp, &got);
+    CHECK_RC(read_rc, KESTREL_CANCELLED);
+    CHECK(kestrel_request_is_aborted(req));
+    rc = kestrel_response_send(kestrel_request_response(req), LIT("late"));
+    CHECK_RC(rc, KESTREL_CANCELLED);
 }
 
 /* ---- the handler ----------------------------------------------------------------------------- */
@@ -1118,6 +1268,11 @@ static const struct {
     {"/abort", route_abort},
     {"/abort-normal", route_abort_normal},
     {"/read-gone", route_read_gone},
+    {"/hold-body", route_hold_body},
+    {"/echo-head", route_echo_head},
+    {"*", route_echo_head},
+    {"/expect-refuse", route_expect_refuse},
+    {"/file-dir", route_file_dir},
 };
 
 static kestrel_result handler(void *userdata, kestrel_request *req, kestrel_response *res) {
@@ -1156,13 +1311,14 @@ static void make_files(void) {
     close(fd);
 }
 
-/* Runs one test function and reports how long it took when it was slow. */
+/* Runs one test function (all of them, or those named in $KTEST_ONLY, e.g.
+ * KTEST_ONLY=test_abort,test_files) and reports how long it took when it was slow. */
 #define RUN(fn)                                                                                  \
     do {                                                                                         \
         uint64_t run_t0_ = now_ms();                                                             \
-        fn();                                                                                    \
+        if (!getenv("KTEST_ONLY") || strstr(getenv("KTEST_ONLY"), #fn)) fn();                    \
         uint64_t run_ms_ = now_ms() - run_t0_;                                                   \
-        if (run_ms_ > 2000) fprintf(stderr, "note: %s took %llu ms\n", #fn, (unsigned long long)run_ms_); \
+        if (run_ms_ > 5000) fprintf(stderr, "note: %s took %llu ms\n", #fn, (unsigned long long)run_ms_); \
     } while (0)
 
 int main(void) {
@@ -1172,6 +1328,7 @@ int main(void) {
 
     kestrel_options *options = test_options("http://127.0.0.1:0", 4);
     CHECK_RC(kestrel_options_set_handler(options, handler, &handler_ud, count_free), KESTREL_OK);
+    CHECK_RC(kestrel_options_set_log_callback(options, log_errors, KESTREL_LOG_ERROR, &log_ud, count_free), KESTREL_OK);
     kestrel_server *server = NULL;
     REQUIRE(kestrel_server_new(options, &server) == KESTREL_OK);
     REQUIRE(kestrel_server_start(server) == KESTREL_OK);
@@ -1180,6 +1337,7 @@ int main(void) {
 
     RUN(test_accessors);
     RUN(test_head);
+    RUN(test_target_forms);
     RUN(test_http10);
     RUN(test_response_headers);
     RUN(test_started);
@@ -1195,11 +1353,13 @@ int main(void) {
     RUN(test_async_pending);
     RUN(test_abort);
 
+    /* (A connection left open by the read-gone bug above makes stop wait its timeout: keep it short.) */
     size_t aborted = 99;
-    CHECK_RC(kestrel_server_stop(server, 5000, &aborted), KESTREL_OK);
+    CHECK_RC(kestrel_server_stop(server, 1000, &aborted), KESTREL_OK);
     CHECK(aborted == 0);
     kestrel_server_free(server);
     CHECK(atomic_get(&handler_ud.freed) == 1);
+    CHECK(atomic_get(&log_ud.freed) == 1);
     unlink(g_file);
     unlink(g_big_file);
     return test_finish();

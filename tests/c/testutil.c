@@ -213,6 +213,41 @@ int port_accepts(int port) {
     return 1;
 }
 
+int port_can_listen(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(fd, 1) == 0;
+    close(fd);
+    return ok;
+}
+
+int count_close_wait(int port) {
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (!f) return 0;
+    char line[512];
+    int count = 0;
+    if (!fgets(line, sizeof line, f)) {
+        fclose(f);
+        return 0;
+    }
+    while (fgets(line, sizeof line, f)) {
+        unsigned local_ip, local_port, remote_ip, remote_port, state;
+        if (sscanf(line, " %*d: %x:%x %x:%x %x", &local_ip, &local_port, &remote_ip, &remote_port, &state) == 5 &&
+            local_port == (unsigned)port && state == 0x08 /* TCP_CLOSE_WAIT */) {
+            count++;
+        }
+    }
+    fclose(f);
+    return count;
+}
+
 int send_all(int fd, const void *data, size_t len) {
     const char *p = data;
     while (len > 0) {
@@ -273,6 +308,27 @@ void http_read_response(int fd, http_response *r) {
     r->eof = eof;
     r->timed_out = timed_out;
     free(raw);
+}
+
+void http_read_one(int fd, http_response *r) {
+    char buf[8192];
+    long n = read_until(fd, buf, sizeof buf, "\r\n\r\n");
+    while (n > 12 && strncmp(buf, "HTTP/1.1 1", 10) == 0) n = read_until(fd, buf, sizeof buf, "\r\n\r\n");
+    if (n < 0) n = 0;
+    size_t len = (size_t)n;
+    const char *cl = NULL;
+    for (const char *p = buf; (p = strchr(p, '\n')) != NULL; p++) {
+        if (strncasecmp(p + 1, "content-length:", 15) == 0) cl = p + 16;
+    }
+    size_t want = cl ? (size_t)strtoull(cl, NULL, 10) : 0;
+    while (want > 0 && len + 1 < sizeof buf) {
+        ssize_t got = recv(fd, buf + len, want < sizeof buf - 1 - len ? want : sizeof buf - 1 - len, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        len += (size_t)got;
+        want -= (size_t)got;
+    }
+    http_parse(buf, len, r);
 }
 
 static const char *find_bytes(const char *hay, size_t hay_len, const char *needle) {

@@ -104,10 +104,19 @@ int http_connect(int port);
 int http_connect_unix(const char *path);
 /* Whether something accepts connections on 127.0.0.1:port. */
 int port_accepts(int port);
+/* Whether a new listening socket (SO_REUSEADDR, as a restarting server would) can take
+ * 127.0.0.1:port right now. */
+int port_can_listen(int port);
+/* The number of server-side TCP sockets on local port `port` in CLOSE_WAIT (the peer closed, the
+ * server has not): connections the server failed to close. Linux (/proc/net/tcp). */
+int count_close_wait(int port);
 int send_all(int fd, const void *data, size_t len);
 int send_str(int fd, const char *s);
 /* Reads until `needle` was received (or EOF/timeout) into buf; returns bytes read, -1 on error. */
 long read_until(int fd, char *buf, size_t cap, const char *needle);
+/* Reads one response with a Content-Length body (1xx responses skipped) from a connection that
+ * stays open, and parses it. */
+void http_read_one(int fd, http_response *r);
 /* Reads everything until EOF (or a timeout) and parses it. */
 void http_read_response(int fd, http_response *r);
 /* Parses `raw` into an http_response (takes a copy). */
