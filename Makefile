@@ -31,8 +31,11 @@ examples-c/%: examples-c/%.c include/kestrel.h $(RELEASE)/libkestrel.so
 run: demo
 	./examples-c/demo $(DEMO_ARGS)
 
-test: test-deps lint test-rust demo test-header test-c test-python test-h2spec
-	@echo "make test: all suites passed"
+SUITES := lint test-rust test-header test-c test-python test-h2spec
+
+# make stops at the first failing suite, so the last line is printed only when all passed.
+test: test-deps demo $(SUITES)
+	@echo "suites: $(words $(SUITES)) passed, 0 failed"
 
 test-deps:
 	bash scripts/install-test-deps.sh
