@@ -470,41 +470,45 @@ impl Exchange {
     /// Completes the response: ends a streamed body (then trailers follow), or sends the head
     /// with an empty body if nothing was written.
     pub fn end(&self) -> Result<()> {
-        let shared = &self.shared;
-        let mut state = shared.completing()?;
-        let mut undelivered = None;
-        if state.started {
-            state.ended = true;
-            if let Some(waker) = state.body_waker.take() {
-                waker.wake();
-            }
-        } else {
-            let trailers = state.trailers.take();
-            undelivered = shared.start(&mut state, ResponseBody::full(Bytes::new(), trailers));
-        }
-        shared.mark_completed();
-        drop(state);
-        drop(undelivered);
-        Ok(())
+        self.finish(
+            |state| state.ended = true,
+            |state| ResponseBody::full(Bytes::new(), state.trailers.take()),
+        )
     }
 
     /// Completes the request as failed: 500 with an empty body when nothing was sent yet,
     /// otherwise the response is cut off (HTTP/1.1: the connection closes; HTTP/2: the stream is
     /// reset) so the client cannot mistake it for a whole one.
     pub fn fail(&self) -> Result<()> {
+        self.finish(
+            |state| state.failed = true,
+            |state| {
+                state.status = StatusCode::INTERNAL_SERVER_ERROR;
+                state.headers.clear();
+                state.trailers = None;
+                ResponseBody::full(Bytes::new(), None)
+            },
+        )
+    }
+
+    /// Completes the exchange: a started (streamed) response is marked by `streamed` and its body
+    /// woken to see the mark; one not started yet is started with the body `unstarted` makes.
+    fn finish(
+        &self,
+        streamed: impl FnOnce(&mut ResponseState),
+        unstarted: impl FnOnce(&mut ResponseState) -> ResponseBody,
+    ) -> Result<()> {
         let shared = &self.shared;
         let mut state = shared.completing()?;
         let mut undelivered = None;
         if state.started {
-            state.failed = true;
+            streamed(&mut state);
             if let Some(waker) = state.body_waker.take() {
                 waker.wake();
             }
         } else {
-            state.status = StatusCode::INTERNAL_SERVER_ERROR;
-            state.headers.clear();
-            state.trailers = None;
-            undelivered = shared.start(&mut state, ResponseBody::full(Bytes::new(), None));
+            let body = unstarted(&mut state);
+            undelivered = shared.start(&mut state, body);
         }
         shared.mark_completed();
         drop(state);
