@@ -238,7 +238,8 @@ impl Server {
     /// Stops gracefully: stop accepting, let in-flight requests finish for up to `timeout`
     /// (HTTP/2 connections get GOAWAY), then abort the rest. Stopping a server that is not running
     /// does nothing. From a library thread (inside a handler) the stop is scheduled and this
-    /// returns at once.
+    /// returns at once. It blocks the calling thread otherwise, so from async code call it on a
+    /// blocking thread (`spawn_blocking`), not on a runtime worker.
     pub fn stop(&self, timeout: Duration) -> Result<StopReport> {
         let running = match &*lock(&self.inner.state) {
             State::Running(r) => r.clone(),
