@@ -138,6 +138,11 @@ fn http_builder(protocols: Protocols) -> auto::Builder<TokioExecutor> {
     }
 }
 
+/// Whether waiting here is off limits: on the library's own threads, or inside any tokio runtime.
+fn must_not_block() -> bool {
+    on_library_thread() || Handle::try_current().is_ok()
+}
+
 /// What a stop did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StopReport {
@@ -238,14 +243,14 @@ impl Server {
     /// Stops gracefully: stop accepting, let in-flight requests finish for up to `timeout`
     /// (HTTP/2 connections get GOAWAY), then abort the rest. Stopping a server that is not running
     /// does nothing. From a library thread (inside a handler) the stop is scheduled and this
-    /// returns at once. It blocks the calling thread otherwise, so from async code call it on a
-    /// blocking thread (`spawn_blocking`), not on a runtime worker.
+    /// returns at once; so it is from inside any tokio runtime (where waiting would block a
+    /// worker). Otherwise it returns when the stop is done.
     pub fn stop(&self, timeout: Duration) -> Result<StopReport> {
         let running = match &*lock(&self.inner.state) {
             State::Running(r) => r.clone(),
             _ => return Ok(StopReport::default()),
         };
-        if on_library_thread() {
+        if must_not_block() {
             let stopper = running.clone();
             let thread = std::thread::Builder::new()
                 .name("kestrel-stop".into())
@@ -436,8 +441,9 @@ impl Drop for ServerInner {
             State::Running(r) | State::Stopped(r) => r,
             State::Created => return,
         };
-        if on_library_thread() {
-            // Joining our own threads from one of them would deadlock: hand the work over.
+        if must_not_block() {
+            // Joining our own threads from one of them would deadlock, and a runtime must not be
+            // shut down from async code: hand the work over.
             let _ = std::thread::Builder::new()
                 .name("kestrel-teardown".into())
                 .spawn(move || running.teardown());

@@ -426,3 +426,22 @@ fn a_request_never_completed_before_the_stop_timeout_gets_500() {
         Err(Error::Cancelled)
     ));
 }
+
+#[test]
+fn stop_and_drop_from_async_code_are_handed_off() {
+    let (server, addr) = serve(DispatchMode::Inline, hello);
+    let rt = runtime();
+    // Waiting inside a runtime would block (or panic in) a worker: the stop is scheduled.
+    let report = rt.block_on(async { server.stop(Duration::from_secs(1)).unwrap() });
+    assert!(report.scheduled);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled stop never closed the listener"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Dropping the last handle inside a runtime tears down on a thread of its own.
+    rt.block_on(async move { drop(server) });
+}
