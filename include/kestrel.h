@@ -14,6 +14,11 @@
  *   fails (then before the call returns), so the host never keeps ownership after the call.
  * - Views (kestrel_str) and handles are valid for the time each function states; a request and
  *   its response live until the later of the handler's return and the response's completion.
+ * - Threads: kestrel_options is used by one thread at a time; kestrel_server functions may be
+ *   called from any thread, concurrently, except kestrel_server_free (the last call, never from a
+ *   library thread); request and response functions from any thread while the handle is valid.
+ *   Callbacks run on library threads (each callback type says which) and must not block an I/O
+ *   thread.
  * - No function unwinds into the caller: a Rust panic becomes KESTREL_PANIC. Callbacks must not
  *   unwind (throw) into the library either.
  */
