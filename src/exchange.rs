@@ -384,21 +384,7 @@ impl Exchange {
     ) -> Result<()> {
         let shared = &self.shared;
         let limit = shared.ctx.response_buffer;
-        let mut state = shared.open()?;
-        if state.ended {
-            return Err(Error::AlreadyCompleted);
-        }
-        if !state.started {
-            let body = ResponseBody(BodyKind::Stream {
-                shared: shared.clone(),
-                done: false,
-            });
-            if let Some(undelivered) = shared.start(&mut state, body) {
-                drop(state);
-                drop(undelivered);
-                return Err(Error::Cancelled);
-            }
-        }
+        let mut state = shared.streaming()?;
         if len == 0 || state.discard_body {
             return Ok(());
         }
@@ -440,21 +426,7 @@ impl Exchange {
     /// handed to the connection.
     pub fn flush(&self) -> Result<()> {
         let shared = &self.shared;
-        let mut state = shared.open()?;
-        if state.ended {
-            return Err(Error::AlreadyCompleted);
-        }
-        if !state.started {
-            let body = ResponseBody(BodyKind::Stream {
-                shared: shared.clone(),
-                done: false,
-            });
-            if let Some(undelivered) = shared.start(&mut state, body) {
-                drop(state);
-                drop(undelivered);
-                return Err(Error::Cancelled);
-            }
-        }
+        let mut state = shared.streaming()?;
         if !may_block() {
             return Ok(());
         }
@@ -586,6 +558,27 @@ impl Shared {
             return Err(Error::InvalidState(
                 "the response head was already sent".into(),
             ));
+        }
+        Ok(state)
+    }
+
+    /// The response state for writing body bytes: open, not ended, and started as a streamed
+    /// response (the head goes out now if it has not yet).
+    fn streaming(self: &Arc<Self>) -> Result<MutexGuard<'_, ResponseState>> {
+        let mut state = self.open()?;
+        if state.ended {
+            return Err(Error::AlreadyCompleted);
+        }
+        if !state.started {
+            let body = ResponseBody(BodyKind::Stream {
+                shared: self.clone(),
+                done: false,
+            });
+            if let Some(undelivered) = self.start(&mut state, body) {
+                drop(state);
+                drop(undelivered);
+                return Err(Error::Cancelled);
+            }
         }
         Ok(state)
     }

@@ -120,6 +120,13 @@ impl Drop for Userdata {
     }
 }
 
+/// A host pointer moved into a completion callback that runs on another thread.
+pub(crate) struct SendUserdata(pub(crate) *mut c_void);
+
+// SAFETY: the header documents that callback userdata may be used on the library's threads;
+// making that safe is the host's side of the contract.
+unsafe impl Send for SendUserdata {}
+
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use super::response::kestrel_response;
 use super::{
     bytes, check_null, fail, ffi_panic_boundary, kestrel_result, kestrel_result_name, kestrel_str,
-    kestrel_userdata_free_fn, null_argument, set_last_error, Userdata, KESTREL_INVALID_ARGUMENT,
-    KESTREL_NOT_FOUND, KESTREL_OK,
+    kestrel_userdata_free_fn, null_argument, set_last_error, SendUserdata, Userdata,
+    KESTREL_INVALID_ARGUMENT, KESTREL_NOT_FOUND, KESTREL_OK,
 };
 use crate::exchange::Exchange;
 use crate::options::{Handler, HandlerError};
@@ -476,9 +476,6 @@ pub type kestrel_read_fn =
 struct SendPtr(*mut u8);
 // SAFETY: the host promises the buffer stays valid and untouched until the callback runs.
 unsafe impl Send for SendPtr {}
-struct SendUserdata(*mut c_void);
-// SAFETY: the host promises its userdata may be used on the library's I/O threads.
-unsafe impl Send for SendUserdata {}
 
 /// Starts reading up to `len` body bytes into `buf` without blocking; `callback(userdata,
 /// result, read)` runs exactly once, later, on an I/O thread (never inside this call). `buf`

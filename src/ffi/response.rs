@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::request::{complete, exchange, kestrel_request};
 use super::{
     bytes, check_null, ffi_panic_boundary, kestrel_result, null_argument, result, set_last_error,
-    KESTREL_INVALID_ARGUMENT,
+    SendUserdata, KESTREL_INVALID_ARGUMENT,
 };
 use crate::error::Error;
 
@@ -220,10 +220,6 @@ pub unsafe extern "C" fn kestrel_response_write(
 /// Runs on an I/O thread, or on the caller's thread when there is room already; must not block.
 pub type kestrel_writable_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, result: kestrel_result)>;
-
-struct SendUserdata(*mut c_void);
-// SAFETY: the host promises its userdata may be used on the library's I/O threads.
-unsafe impl Send for SendUserdata {}
 
 /// Calls `callback(userdata, KESTREL_OK)` once the response buffer has room (at once, on this
 /// thread, if it has), or `callback(userdata, KESTREL_CANCELLED)` if the request is aborted first.
