@@ -13,12 +13,6 @@
 
 /* ---- callbacks that only count ------------------------------------------------------------- */
 
-typedef struct {
-    int freed;      /* userdata_free calls */
-    int calls;      /* other callback calls */
-} counter;
-
-static void count_free(void *userdata) { atomic_inc(&((counter *)userdata)->freed); }
 static void count_call(void *userdata) { atomic_inc(&((counter *)userdata)->calls); }
 static void count_log(void *userdata, kestrel_log_level level, kestrel_str category, kestrel_str message) {
     (void)level;

@@ -23,12 +23,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-typedef struct {
-    int freed;
-    int calls;
-} counter;
-
-static void count_free(void *userdata) { atomic_inc(&((counter *)userdata)->freed); }
 
 static counter handler_ud, log_ud;
 static int error_records;

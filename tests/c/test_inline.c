@@ -14,12 +14,6 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct {
-    int freed;
-    int calls;
-} counter;
-
-static void count_free(void *userdata) { atomic_inc(&((counter *)userdata)->freed); }
 
 static counter handler_ud;
 static pthread_t main_thread;

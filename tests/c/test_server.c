@@ -19,12 +19,6 @@
 
 /* ---- shared state -------------------------------------------------------------------------- */
 
-typedef struct {
-    int freed;
-    int calls;
-} counter;
-
-static void count_free(void *userdata) { atomic_inc(&((counter *)userdata)->freed); }
 
 static counter handler_ud, hooks_ud, log_ud, abort_ud;
 static int hook_starts, hook_stops;

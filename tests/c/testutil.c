@@ -54,17 +54,6 @@ void t_check_rc(kestrel_result got, kestrel_result want, const char *expr, const
     pthread_mutex_unlock(&t_lock);
 }
 
-void t_known_bug(int ok, const char *expr, const char *what, const char *file, int line) {
-    pthread_mutex_lock(&t_lock);
-    if (ok) {
-        t_passed++;
-    } else {
-        t_failed++;
-        fprintf(stderr, "%s:%d: FAILED: [LIBRARY BUG] %s: %s\n", file, line, what, expr);
-    }
-    pthread_mutex_unlock(&t_lock);
-}
-
 void t_fatal(const char *expr, const char *file, int line) {
     fprintf(stderr, "%s:%d: FATAL: %s\n", file, line, expr);
     pthread_mutex_lock(&t_lock);
@@ -497,3 +486,5 @@ void http_response_free(http_response *r) {
     free(r->trailers);
     memset(r, 0, sizeof *r);
 }
+
+void count_free(void *userdata) { atomic_inc(&((counter *)userdata)->freed); }

@@ -3,8 +3,6 @@
  *
  * - CHECK(cond), CHECK_RC(call, code): count a pass or print file:line and count a failure
  *   (thread-safe: handlers run on library threads). REQUIRE(cond) fails the process at once.
- * - KNOWN_BUG(cond, what): like CHECK, for a library bug reported to the maintainers; a failure
- *   is printed with a "[LIBRARY BUG]" prefix and still fails the run.
  * - test_finish() prints "N passed, M failed" and returns the process exit code.
  * - A blocking HTTP/1.1 client on plain sockets (every socket has a receive/send timeout).
  * - Small helpers: clocks, bounded waits, atomic counters, last-error text, server setup.
@@ -21,7 +19,6 @@
 
 void t_check(int ok, const char *expr, const char *file, int line);
 void t_check_rc(kestrel_result got, kestrel_result want, const char *expr, const char *file, int line);
-void t_known_bug(int ok, const char *expr, const char *what, const char *file, int line);
 void t_fatal(const char *expr, const char *file, int line);
 /* Prints the summary; returns 0 when nothing failed, 1 otherwise. */
 int test_finish(void);
@@ -35,7 +32,6 @@ void test_start(const char *name, unsigned seconds);
         if (!(cond)) t_fatal(#cond, __FILE__, __LINE__); \
         else t_check(1, #cond, __FILE__, __LINE__);  \
     } while (0)
-#define KNOWN_BUG(cond, what) t_known_bug(!!(cond), #cond, (what), __FILE__, __LINE__)
 
 /* ---- time and waiting ---------------------------------------------------------------------- */
 
@@ -59,6 +55,15 @@ int atomic_inc(int *p);
 void atomic_set(int *p, int v);
 void *atomic_get_ptr(void *const *p);
 void atomic_set_ptr(void **p, void *v);
+
+/* Counts the calls of a userdata_free (freed) and of other callbacks (calls). */
+typedef struct {
+    int freed;
+    int calls;
+} counter;
+
+/* A userdata_free that counts into the counter it is given. */
+void count_free(void *userdata);
 
 /* ---- kestrel helpers ----------------------------------------------------------------------- */
 
