@@ -3,6 +3,13 @@
  *
  *   demo [--urls "URL[;URL...]"] [--threads N] [--pool-threads N]
  *        [--protocols http1|http2|http1and2] [--dispatch pool|inline]
+ *        [--cert PATH --key PATH] [--pfx PATH [--password P]] [--sni "NAMES" CERT KEY]...
+ *        [--client-cert none|allow|require] [--client-ca PATH] [--tls13] [--watch-ms N]
+ *        [--no-dev-cert]
+ *
+ * HTTPS: give https:// URLs. --cert/--key or --pfx set the default certificate, --sni adds one
+ * for the `;`-separated NAMES (exact or *.wildcard); with none of them, https://localhost serves
+ * an in-memory development certificate. SIGHUP reloads the certificate files.
  *
  * Routes: GET / (hello), POST /echo (streams the body back), GET /stream?chunks=N&size=S,
  * GET /delay?ms=N (completed from another thread), GET /info, GET /headers, GET /status/CODE,
@@ -127,6 +134,15 @@ static kestrel_result route_info(kestrel_request *req, kestrel_response *res) {
     buf_field(&b, "host", head.authority, 0);
     buf_field(&b, "remote", head.remote_addr, 0);
     buf_field(&b, "local", head.local_addr, 0);
+    kestrel_tls_info tls;
+    tls.size = sizeof tls;
+    if (kestrel_request_get_tls(req, &tls) == KESTREL_OK) {
+        buf_field(&b, "tls_version", tls.version, 0);
+        buf_field(&b, "tls_cipher", tls.cipher_suite, 0);
+        buf_field(&b, "alpn", tls.alpn, 0);
+        buf_field(&b, "sni", tls.server_name, 0);
+        buf_field(&b, "client_subject", tls.peer_subject, 0);
+    }
     buf_field(&b, "id", head.id, 1);
     buf_lit(&b, "}");
     return send_json(res, &b);
@@ -351,7 +367,55 @@ static int fail(const char *what, kestrel_result rc) {
 
 static void usage(void) {
     fprintf(stderr, "usage: demo [--urls \"URL[;URL...]\"] [--threads N] [--pool-threads N]\n"
-                    "            [--protocols http1|http2|http1and2] [--dispatch pool|inline]\n");
+                    "            [--protocols http1|http2|http1and2] [--dispatch pool|inline]\n"
+                    "            [--cert PATH --key PATH] [--pfx PATH [--password P]] [--sni \"NAMES\" CERT KEY]...\n"
+                    "            [--client-cert none|allow|require] [--client-ca PATH] [--tls13] [--watch-ms N]\n"
+                    "            [--no-dev-cert]\n");
+}
+
+#define LEN(s) (const uint8_t *)(s), strlen(s)
+
+/* Builds the TLS defaults from the command line; NULL with *rc == OK when none were given. */
+static kestrel_tls_config *tls_from_args(int argc, char **argv, kestrel_result *rc) {
+    kestrel_tls_config *tls = NULL;
+    *rc = KESTREL_OK;
+    const char *cert = NULL, *key = NULL, *pfx = NULL, *password = "";
+    for (int i = 1; i < argc && *rc == KESTREL_OK; i++) {
+        const char *a = argv[i];
+        int starts = strcmp(a, "--cert") == 0 || strcmp(a, "--key") == 0 || strcmp(a, "--pfx") == 0 ||
+                     strcmp(a, "--sni") == 0 || strcmp(a, "--client-cert") == 0 ||
+                     strcmp(a, "--client-ca") == 0 || strcmp(a, "--tls13") == 0 || strcmp(a, "--watch-ms") == 0;
+        if (starts && tls == NULL && (*rc = kestrel_tls_config_new(&tls)) != KESTREL_OK) return NULL;
+        if (strcmp(a, "--cert") == 0) cert = argv[++i];
+        else if (strcmp(a, "--key") == 0) key = argv[++i];
+        else if (strcmp(a, "--pfx") == 0) pfx = argv[++i];
+        else if (strcmp(a, "--password") == 0) password = argv[++i];
+        else if (strcmp(a, "--sni") == 0) {
+            const char *names = argv[i + 1], *c = argv[i + 2], *k = argv[i + 3];
+            i += 3;
+            *rc = kestrel_tls_config_add_pem_files(tls, LEN(c), LEN(k), LEN(names));
+        } else if (strcmp(a, "--client-cert") == 0) {
+            const char *m = argv[++i];
+            kestrel_client_certificate_mode mode = strcmp(m, "require") == 0 ? KESTREL_CLIENT_CERTIFICATE_REQUIRE
+                                                   : strcmp(m, "allow") == 0 ? KESTREL_CLIENT_CERTIFICATE_ALLOW
+                                                                             : KESTREL_CLIENT_CERTIFICATE_NONE;
+            *rc = kestrel_tls_config_set_client_certificate_mode(tls, mode);
+        } else if (strcmp(a, "--client-ca") == 0) {
+            const char *ca = argv[++i];
+            *rc = kestrel_tls_config_set_client_ca_file(tls, LEN(ca));
+        } else if (strcmp(a, "--tls13") == 0) {
+            *rc = kestrel_tls_config_set_min_version(tls, KESTREL_TLS_VERSION_1_3);
+        } else if (strcmp(a, "--watch-ms") == 0) {
+            *rc = kestrel_tls_config_set_watch_interval(tls, strtoull(argv[++i], NULL, 10));
+        }
+    }
+    if (*rc == KESTREL_OK && cert && key) *rc = kestrel_tls_config_add_pem_files(tls, LEN(cert), LEN(key), NULL, 0);
+    if (*rc == KESTREL_OK && pfx) *rc = kestrel_tls_config_add_pkcs12_file(tls, LEN(pfx), LEN(password), NULL, 0);
+    if (*rc != KESTREL_OK) {
+        kestrel_tls_config_free(tls);
+        return NULL;
+    }
+    return tls;
 }
 
 int main(int argc, char **argv) {
@@ -360,6 +424,7 @@ int main(int argc, char **argv) {
     long pool_threads = 0;
     kestrel_protocols protocols = KESTREL_PROTOCOLS_HTTP1_AND_HTTP2;
     static int inline_mode = 0;
+    int no_dev_cert = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--urls") == 0 && i + 1 < argc) {
             urls = argv[++i];
@@ -384,6 +449,17 @@ int main(int argc, char **argv) {
                 usage();
                 return 2;
             }
+        } else if ((strcmp(argv[i], "--cert") == 0 || strcmp(argv[i], "--key") == 0 ||
+                    strcmp(argv[i], "--pfx") == 0 || strcmp(argv[i], "--password") == 0 ||
+                    strcmp(argv[i], "--client-cert") == 0 || strcmp(argv[i], "--client-ca") == 0 ||
+                    strcmp(argv[i], "--watch-ms") == 0) &&
+                   i + 1 < argc) {
+            i++; /* read by tls_from_args */
+        } else if (strcmp(argv[i], "--sni") == 0 && i + 3 < argc) {
+            i += 3;
+        } else if (strcmp(argv[i], "--tls13") == 0) {
+        } else if (strcmp(argv[i], "--no-dev-cert") == 0) {
+            no_dev_cert = 1;
         } else if (strcmp(argv[i], "--dispatch") == 0 && i + 1 < argc) {
             const char *mode = argv[++i];
             if (strcmp(mode, "inline") == 0) inline_mode = 1;
@@ -402,11 +478,26 @@ int main(int argc, char **argv) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     kestrel_options *options = NULL;
     kestrel_result rc = kestrel_options_new(&options);
     if (rc != KESTREL_OK) return fail("kestrel_options_new", rc);
+    kestrel_tls_config *tls = tls_from_args(argc, argv, &rc);
+    if (rc != KESTREL_OK) {
+        kestrel_options_free(options);
+        return fail("TLS options", rc);
+    }
+    if (tls != NULL) {
+        rc = kestrel_options_set_https_defaults(options, tls);
+        kestrel_tls_config_free(tls);
+        if (rc != KESTREL_OK) {
+            kestrel_options_free(options);
+            return fail("kestrel_options_set_https_defaults", rc);
+        }
+    }
+    if (no_dev_cert) kestrel_options_set_dev_certificate(options, false);
     if ((rc = kestrel_options_add_urls(options, (const uint8_t *)urls, strlen(urls), protocols)) != KESTREL_OK) {
         kestrel_options_free(options);
         return fail("--urls", rc);
@@ -436,7 +527,13 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+        sigwait(&stop_signals, &sig);
+        if (sig != SIGHUP) break;
+        rc = kestrel_server_reload_certificates(server);
+        if (rc == KESTREL_OK) fprintf(stderr, "demo: certificates reloaded\n");
+        else fail("reload", rc);
+    }
     fprintf(stderr, "demo: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     size_t aborted = 0;
     kestrel_server_stop(server, 5000, &aborted);

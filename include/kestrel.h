@@ -42,6 +42,16 @@
 #define KESTREL_TO_END UINT64_MAX
 
 /**
+ * A certificate selector's answer: apply the SNI names, then the default certificate.
+ */
+#define KESTREL_SELECT_DEFAULT -1
+
+/**
+ * A certificate selector's answer: fail the handshake.
+ */
+#define KESTREL_SELECT_REFUSE -2
+
+/**
  * Options for a server: endpoints, threads, dispatch mode, handler. Made by
  * `kestrel_options_new`, consumed by `kestrel_server_new` (on success and on failure alike), or
  * released by `kestrel_options_free`. Not thread-safe: use from one thread at a time.
@@ -78,6 +88,15 @@ typedef struct kestrel_response kestrel_response;
  * call and must not run on a library thread (inside a handler or callback).
  */
 typedef struct kestrel_server kestrel_server;
+
+/**
+ * TLS settings for one or more `https://` endpoints: certificates (with the SNI names each
+ * serves), client certificates, versions, timeouts. Made by `kestrel_tls_config_new`, released by
+ * `kestrel_tls_config_free`. The functions that use it (`kestrel_options_add_https_urls`,
+ * `kestrel_options_set_https_defaults`) copy it, so the host frees it when it likes. Use from one
+ * thread at a time.
+ */
+typedef struct kestrel_tls_config kestrel_tls_config;
 
 /**
  * A result code. `KESTREL_OK` (0) is success; every other value names a failure, with details
@@ -255,6 +274,90 @@ typedef void (*kestrel_body_free_fn)(void *userdata);
 typedef void (*kestrel_writable_fn)(void *userdata, kestrel_result result);
 
 /**
+ * What a certificate selector sees of a client's hello. Versioned like the other views: read
+ * only the fields your `size` covers. Valid only during the callback.
+ */
+typedef struct {
+  /**
+   * The size of this struct as the library built it.
+   */
+  size_t size;
+  /**
+   * The SNI name the client asked for; empty when it sent none (e.g. it connected by IP).
+   */
+  kestrel_str server_name;
+  /**
+   * The client's address (`127.0.0.1:50000`).
+   */
+  kestrel_str remote_addr;
+} kestrel_client_hello;
+
+/**
+ * Picks the certificate for one handshake: returns the index of a certificate of this config
+ * (in the order added, from 0), `KESTREL_SELECT_DEFAULT`, or `KESTREL_SELECT_REFUSE`. Any other
+ * value refuses. Runs on a library blocking-task thread (never an I/O thread), possibly on
+ * several at once; it may block, but the handshake timeout keeps running.
+ */
+typedef int32_t (*kestrel_certificate_selector_fn)(void *userdata, const kestrel_client_hello *hello);
+
+/**
+ * What a client must show (`KESTREL_CLIENT_CERTIFICATE_*`), as Kestrel's `ClientCertificateMode`.
+ */
+typedef uint32_t kestrel_client_certificate_mode;
+
+/**
+ * Decides on a client certificate chain after the library's checks passed (or, with no client
+ * CA configured, in their place: the library then only checks that the client holds the key).
+ * `chain` holds `count` DER certificates, leaf first, valid only during the call. Return true to
+ * accept. Runs on a library blocking-task thread once the handshake is done; a refusal closes the
+ * connection before any request is read.
+ */
+typedef bool (*kestrel_client_certificate_validator_fn)(void *userdata,
+                                                        const kestrel_str *chain,
+                                                        size_t count);
+
+/**
+ * The lowest accepted TLS version (`KESTREL_TLS_VERSION_*`). TLS 1.0 and 1.1 are never accepted.
+ */
+typedef uint32_t kestrel_tls_version;
+
+/**
+ * TLS facts of a request's connection. Versioned: set `size` to `sizeof(kestrel_tls_info)`
+ * before the call; only what fits is filled. Views are valid as long as the request handle.
+ */
+typedef struct {
+  /**
+   * Set by the caller: the size of the struct it passes.
+   */
+  size_t size;
+  /**
+   * `TLSv1.2` or `TLSv1.3`.
+   */
+  kestrel_str version;
+  /**
+   * The cipher suite's IANA name, e.g. `TLS13_AES_128_GCM_SHA256`.
+   */
+  kestrel_str cipher_suite;
+  /**
+   * The ALPN protocol agreed on (`h2`, `http/1.1`); empty when none.
+   */
+  kestrel_str alpn;
+  /**
+   * The SNI name the client sent; empty when none.
+   */
+  kestrel_str server_name;
+  /**
+   * The client certificate's subject (`CN=alice, O=Example`); empty without one.
+   */
+  kestrel_str peer_subject;
+  /**
+   * The number of certificates the client presented (read each with
+   * `kestrel_request_peer_certificate`).
+   */
+  size_t peer_certificate_count;
+} kestrel_tls_info;
+
+/**
  * Success.
  */
 #define KESTREL_OK 0
@@ -335,6 +438,12 @@ typedef void (*kestrel_writable_fn)(void *userdata, kestrel_result result);
 #define KESTREL_NOT_FOUND 15
 
 /**
+ * A certificate, key or TLS setting is unusable (unreadable or malformed file, wrong PKCS#12
+ * password, a key that does not match its certificate, an https endpoint without certificate).
+ */
+#define KESTREL_TLS_ERROR 16
+
+/**
  * HTTP/1.1 and HTTP/2; on cleartext endpoints h2c is recognised by its preface. The default.
  */
 #define KESTREL_PROTOCOLS_HTTP1_AND_HTTP2 0
@@ -388,6 +497,32 @@ typedef void (*kestrel_writable_fn)(void *userdata, kestrel_result result);
  * A failure (a handler error, an endpoint that stopped accepting).
  */
 #define KESTREL_LOG_ERROR 4
+
+/**
+ * The server does not ask for a client certificate. The default.
+ */
+#define KESTREL_CLIENT_CERTIFICATE_NONE 0
+
+/**
+ * The server asks; clients without one are served, clients with one that fails the checks are
+ * refused.
+ */
+#define KESTREL_CLIENT_CERTIFICATE_ALLOW 1
+
+/**
+ * The server refuses clients without a valid certificate.
+ */
+#define KESTREL_CLIENT_CERTIFICATE_REQUIRE 2
+
+/**
+ * TLS 1.2 and 1.3. The default.
+ */
+#define KESTREL_TLS_VERSION_1_2 0
+
+/**
+ * TLS 1.3 only.
+ */
+#define KESTREL_TLS_VERSION_1_3 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -833,6 +968,186 @@ kestrel_result kestrel_server_next_request(kestrel_server *server,
  * the teardown moves to a new thread and this returns at once.
  */
 void kestrel_server_free(kestrel_server *server);
+
+/**
+ * Makes an empty TLS config: no certificate, no client certificates, TLS 1.2 and 1.3, a 10 s
+ * handshake timeout, no file watching. On success `*out` owns it.
+ */
+kestrel_result kestrel_tls_config_new(kestrel_tls_config **out);
+
+/**
+ * Releases a TLS config (and its callbacks' userdata, unless an options handle or server still
+ * holds a copy: then when the last copy goes). NULL is a no-op.
+ */
+void kestrel_tls_config_free(kestrel_tls_config *config);
+
+/**
+ * Adds a certificate from PEM files: `cert_path` holds the chain, leaf first; `key_path` the
+ * private key (PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA P-256/P-384 or Ed25519; not encrypted).
+ * They may name the same file. `names` (`names_len` bytes, may be NULL when 0) lists the SNI names
+ * it serves, `;`-separated, exact (`api.example.com`) or wildcard (`*.example.com`, one label);
+ * no names makes it the default certificate (at most one). Paths are bytes, no NUL needed. The
+ * files are read at start (and on reload): a missing or bad file, or a key that does not match
+ * its certificate, then fails the start with `KESTREL_TLS_ERROR`. `KESTREL_INVALID_ARGUMENT` for
+ * a bad name or a second default.
+ */
+kestrel_result kestrel_tls_config_add_pem_files(kestrel_tls_config *config,
+                                                const uint8_t *cert_path,
+                                                size_t cert_path_len,
+                                                const uint8_t *key_path,
+                                                size_t key_path_len,
+                                                const uint8_t *names,
+                                                size_t names_len);
+
+/**
+ * Adds a certificate from PEM text in memory (copied): `cert_pem` the chain, `key_pem` the key;
+ * otherwise as `kestrel_tls_config_add_pem_files`. Checked at start.
+ */
+kestrel_result kestrel_tls_config_add_pem(kestrel_tls_config *config,
+                                          const uint8_t *cert_pem,
+                                          size_t cert_pem_len,
+                                          const uint8_t *key_pem,
+                                          size_t key_pem_len,
+                                          const uint8_t *names,
+                                          size_t names_len);
+
+/**
+ * Adds a certificate and key from a PKCS#12 (`.pfx`/`.p12`) file with its `password` (UTF-8,
+ * may be empty), as Kestrel accepts; otherwise as `kestrel_tls_config_add_pem_files`. A wrong
+ * password fails the start with `KESTREL_TLS_ERROR` saying so.
+ */
+kestrel_result kestrel_tls_config_add_pkcs12_file(kestrel_tls_config *config,
+                                                  const uint8_t *pfx_path,
+                                                  size_t pfx_path_len,
+                                                  const uint8_t *password,
+                                                  size_t password_len,
+                                                  const uint8_t *names,
+                                                  size_t names_len);
+
+/**
+ * Installs a callback that picks the certificate for each handshake (see
+ * `kestrel_certificate_selector_fn`); it replaces a previous one. `userdata_free` (may be NULL) is
+ * called once with `userdata` when no copy of this config needs it any more, also when this call
+ * fails.
+ */
+kestrel_result kestrel_tls_config_set_certificate_selector(kestrel_tls_config *config,
+                                                           kestrel_certificate_selector_fn selector,
+                                                           void *userdata,
+                                                           kestrel_userdata_free_fn userdata_free);
+
+/**
+ * Sets what clients must show (`KESTREL_CLIENT_CERTIFICATE_*`). ALLOW and REQUIRE need trust
+ * anchors (`kestrel_tls_config_set_client_ca_*`) or a validator, else the start fails with
+ * `KESTREL_TLS_ERROR`. With a CA, untrusted, expired or not-yet-valid certificates are refused in
+ * the handshake.
+ */
+kestrel_result kestrel_tls_config_set_client_certificate_mode(kestrel_tls_config *config,
+                                                              kestrel_client_certificate_mode mode);
+
+/**
+ * Trusts client certificates issued by the CA certificates in this PEM file (read at start).
+ */
+kestrel_result kestrel_tls_config_set_client_ca_file(kestrel_tls_config *config,
+                                                     const uint8_t *ca_path,
+                                                     size_t ca_path_len);
+
+/**
+ * Trusts client certificates issued by the CA certificates in this PEM text (copied).
+ */
+kestrel_result kestrel_tls_config_set_client_ca_pem(kestrel_tls_config *config,
+                                                    const uint8_t *ca_pem,
+                                                    size_t ca_pem_len);
+
+/**
+ * Installs a callback with the last word on client certificates (see
+ * `kestrel_client_certificate_validator_fn`); it replaces a previous one. `userdata_free` as for
+ * the selector.
+ */
+kestrel_result kestrel_tls_config_set_client_certificate_validator(kestrel_tls_config *config,
+                                                                   kestrel_client_certificate_validator_fn validator,
+                                                                   void *userdata,
+                                                                   kestrel_userdata_free_fn userdata_free);
+
+/**
+ * Sets the lowest accepted TLS version (`KESTREL_TLS_VERSION_*`).
+ */
+kestrel_result kestrel_tls_config_set_min_version(kestrel_tls_config *config,
+                                                  kestrel_tls_version version);
+
+/**
+ * Sets how long a client may take to complete its TLS handshake, in milliseconds (default
+ * 10,000; 0 is invalid). A client that takes longer is disconnected.
+ */
+kestrel_result kestrel_tls_config_set_handshake_timeout(kestrel_tls_config *config,
+                                                        uint64_t timeout_ms);
+
+/**
+ * Watches the certificate files: every `interval_ms` milliseconds (at least 10) their metadata is
+ * checked, and when it changed the endpoint's certificates are reloaded (new connections get them;
+ * open ones keep theirs; a failed reload is logged and changes nothing). 0 turns watching off (the
+ * default).
+ */
+kestrel_result kestrel_tls_config_set_watch_interval(kestrel_tls_config *config,
+                                                     uint64_t interval_ms);
+
+/**
+ * Adds `https://` endpoints (`;`-separated URLs, as for `kestrel_options_add_urls`) served with
+ * a copy of `config`. `http://` URLs are refused here (`KESTREL_INVALID_URL`). `config` stays the
+ * host's.
+ */
+kestrel_result kestrel_options_add_https_urls(kestrel_options *options,
+                                              const uint8_t *urls,
+                                              size_t len,
+                                              kestrel_protocols protocols,
+                                              const kestrel_tls_config *config);
+
+/**
+ * Uses a copy of `config` for every `https://` endpoint added without its own (with
+ * `kestrel_options_add_urls`), like Kestrel's `ConfigureHttpsDefaults`. `config` stays the host's.
+ */
+kestrel_result kestrel_options_set_https_defaults(kestrel_options *options,
+                                                  const kestrel_tls_config *config);
+
+/**
+ * Whether an `https://localhost` (or loopback IP) endpoint with no certificate configured
+ * serves an in-memory self-signed development certificate (default true). It covers
+ * `localhost`, `127.0.0.1` and `::1`, refuses other SNI names, and its SHA-256 fingerprint is
+ * logged as a warning at start. False: such an endpoint fails the start with `KESTREL_TLS_ERROR`.
+ */
+kestrel_result kestrel_options_set_dev_certificate(kestrel_options *options, bool enabled);
+
+/**
+ * Reads every https endpoint's certificate files again; new connections get the new
+ * certificates, open connections keep theirs. All or nothing: on `KESTREL_TLS_ERROR` (the message
+ * names the file) every endpoint keeps its current certificates. `KESTREL_INVALID_STATE` when the
+ * server is not running. Blocks while reading the files.
+ */
+kestrel_result kestrel_server_reload_certificates(const kestrel_server *server);
+
+/**
+ * Copies the development certificate (PEM, NUL-terminated) into `buf` (`len` bytes), so a client
+ * can trust it; `*written` (may be NULL) gets its full length without the NUL.
+ * `KESTREL_BUFFER_TOO_SMALL` when truncated; `KESTREL_NOT_FOUND` when the running server serves
+ * none.
+ */
+kestrel_result kestrel_server_dev_certificate_pem(const kestrel_server *server,
+                                                  char *buf,
+                                                  size_t len,
+                                                  size_t *written);
+
+/**
+ * Fills `info` with the TLS facts of the request's connection (set `info->size` first; views
+ * valid as long as the request handle). `KESTREL_NOT_FOUND` on a cleartext connection.
+ */
+kestrel_result kestrel_request_get_tls(const kestrel_request *request, kestrel_tls_info *info);
+
+/**
+ * Sets `*der` to the client's certificate at `index` (0 is the leaf), DER bytes valid as long as
+ * the request handle. `KESTREL_NOT_FOUND` past the last one or on a cleartext connection.
+ */
+kestrel_result kestrel_request_peer_certificate(const kestrel_request *request,
+                                                size_t index,
+                                                kestrel_str *der);
 
 #ifdef __cplusplus
 }  // extern "C"

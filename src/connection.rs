@@ -8,12 +8,14 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::endpoint::Protocols;
 use crate::exchange::{Exchange, ResponseBody, Shared};
 use crate::log::log_at;
 use crate::request::ConnectionInfo;
 use crate::server::{Phase, ServerContext};
+use crate::tls::acceptor::TlsAcceptor;
 use crate::transport::{Listener, Stream};
 
 /// How long a connection may take to write its last responses once the stop timeout passed.
@@ -21,7 +23,12 @@ const ABORT_FLUSH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Accepts connections until the server leaves the running phase; dropping the listener at the
 /// end closes the socket (and removes a Unix socket file).
-pub(crate) async fn accept_loop(listener: Listener, protocols: Protocols, ctx: Arc<ServerContext>) {
+pub(crate) async fn accept_loop(
+    listener: Listener,
+    protocols: Protocols,
+    tls: Option<Arc<TlsAcceptor>>,
+    ctx: Arc<ServerContext>,
+) {
     let mut phase = ctx.subscribe();
     loop {
         tokio::select! {
@@ -30,8 +37,17 @@ pub(crate) async fn accept_loop(listener: Listener, protocols: Protocols, ctx: A
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote, local)) => {
                     let id = ctx.connection_opened();
-                    let info = Arc::new(ConnectionInfo::new(id, remote, local, "http"));
-                    tokio::spawn(serve_connection(stream, info, protocols, ctx.clone()));
+                    match &tls {
+                        None => {
+                            let info = Arc::new(ConnectionInfo::new(id, remote, local, None));
+                            let guard = ConnectionGuard(ctx.clone());
+                            tokio::spawn(serve_connection(stream, info, protocols, guard));
+                        }
+                        Some(tls) => {
+                            let guard = ConnectionGuard(ctx.clone());
+                            tokio::spawn(serve_tls(stream, (id, remote, local), tls.clone(), guard));
+                        }
+                    }
                 }
                 Err(e) => {
                     log_at!(ctx.logger, Warn, "kestrel.connections", "accept on {} failed: {}", listener.url(), e);
@@ -50,7 +66,8 @@ pub(crate) async fn accept_loop(listener: Listener, protocols: Protocols, ctx: A
     );
 }
 
-/// Decrements the live-connection count however the connection task ends (even if aborted).
+/// Decrements the live-connection count however the connection task ends (even if aborted); made
+/// when the connection is counted (at accept), handed to the task that serves it.
 struct ConnectionGuard(Arc<ServerContext>);
 
 impl Drop for ConnectionGuard {
@@ -59,13 +76,50 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn serve_connection(
+/// Runs the TLS handshake, then serves the connection with the HTTP version ALPN chose. A server
+/// that starts draining during the handshake drops the connection.
+async fn serve_tls(
     stream: Stream,
+    (id, remote, local): (u64, crate::transport::PeerAddr, crate::transport::PeerAddr),
+    tls: Arc<TlsAcceptor>,
+    guard: ConnectionGuard,
+) {
+    let ctx = guard.0.clone();
+    let remote_text = remote.to_string();
+    let mut phase = ctx.subscribe();
+    let handshake = tokio::select! {
+        result = tls.handshake(stream, &remote_text) => result,
+        _ = async { phase.wait_for(|p| *p != Phase::Running).await.map(|_| ()) } => return,
+    };
+    match handshake {
+        Ok(done) => {
+            let info = Arc::new(ConnectionInfo::new(id, remote, local, Some(done.info)));
+            serve_connection(done.stream, info, done.protocols, guard).await;
+        }
+        Err(e) => {
+            log_at!(
+                ctx.logger,
+                Debug,
+                "kestrel.tls",
+                "connection {} from {} on {}: {}",
+                id,
+                remote_text,
+                tls.endpoint(),
+                e
+            );
+        }
+    }
+}
+
+async fn serve_connection<I>(
+    stream: I,
     info: Arc<ConnectionInfo>,
     protocols: Protocols,
-    ctx: Arc<ServerContext>,
-) {
-    let _guard = ConnectionGuard(ctx.clone());
+    guard: ConnectionGuard,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = guard.0.clone();
     log_at!(
         ctx.logger,
         Trace,

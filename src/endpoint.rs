@@ -7,8 +7,10 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::tls::TlsOptions;
 
 /// The address used when the host configures no endpoint, as in Kestrel.
 pub const DEFAULT_URL: &str = "http://localhost:5000";
@@ -58,22 +60,52 @@ pub enum BindTarget {
     Fd(RawFd),
 }
 
+/// Whether an endpoint speaks TLS, and with which settings.
+#[derive(Clone, Debug, Default)]
+pub enum Security {
+    /// Cleartext (`http://`).
+    #[default]
+    Plain,
+    /// TLS (`https://`). `None`: the server's HTTPS defaults, or the development certificate on
+    /// a localhost endpoint when there are none.
+    Https(Option<Arc<TlsOptions>>),
+}
+
 /// One configured endpoint: where to listen and what to speak there.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct EndpointConfig {
     /// Where to listen.
     pub target: BindTarget,
     /// Which protocols to serve.
     pub protocols: Protocols,
+    /// Cleartext or TLS.
+    pub security: Security,
 }
 
 impl EndpointConfig {
+    /// The endpoint as a URL, for messages (`https://localhost:5001`, `http://unix:/run/a.sock`,
+    /// `http://fd:3`).
+    pub fn url(&self) -> String {
+        let scheme = match self.security {
+            Security::Plain => "http",
+            Security::Https(_) => "https",
+        };
+        match &self.target {
+            BindTarget::Localhost { port } => format!("{scheme}://localhost:{port}"),
+            BindTarget::AnyAddress { port } => format!("{scheme}://*:{port}"),
+            BindTarget::Ip(addr) => format!("{scheme}://{addr}"),
+            BindTarget::Unix(path) => format!("{scheme}://unix:{}", path.display()),
+            BindTarget::Fd(fd) => format!("{scheme}://fd:{fd}"),
+        }
+    }
+
     /// An endpoint on an already-listening socket. The descriptor stays the host's: the library
     /// works on a duplicate.
     pub fn from_fd(fd: RawFd, protocols: Protocols) -> Self {
         EndpointConfig {
             target: BindTarget::Fd(fd),
             protocols,
+            security: Security::Plain,
         }
     }
 }
@@ -82,14 +114,20 @@ impl EndpointConfig {
 ///
 /// Accepted forms: `http://localhost:5000`, `http://*:8080`, `http://+:8080`,
 /// `http://0.0.0.0:0`, `http://[::1]:0`, `http://example.com:80` (binds every address, as
-/// Kestrel does), `http://unix:/abs/path.sock`. A missing port means 80. A path other than `/` is
-/// an error, as in Kestrel.
+/// Kestrel does), `http://unix:/abs/path.sock`, and the same with `https://`. A missing port
+/// means 80 (443 for https). A path other than `/` is an error, as in Kestrel.
 pub fn parse_urls(urls: &str, protocols: Protocols) -> Result<Vec<EndpointConfig>> {
     let mut endpoints = Vec::new();
     for url in urls.split(';').map(str::trim).filter(|u| !u.is_empty()) {
+        let (target, https) = parse_url(url)?;
         endpoints.push(EndpointConfig {
-            target: parse_url(url)?,
+            target,
             protocols,
+            security: if https {
+                Security::Https(None)
+            } else {
+                Security::Plain
+            },
         });
     }
     if endpoints.is_empty() {
@@ -98,20 +136,22 @@ pub fn parse_urls(urls: &str, protocols: Protocols) -> Result<Vec<EndpointConfig
     Ok(endpoints)
 }
 
-fn parse_url(url: &str) -> Result<BindTarget> {
+/// Parses one URL into where to bind and whether it is https.
+fn parse_url(url: &str) -> Result<(BindTarget, bool)> {
     let bad = |why: &str| Error::InvalidUrl(format!("{url:?}: {why}"));
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| bad("expected scheme://host:port"))?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "http" => {}
-        "https" => {
-            return Err(bad(
-                "https endpoints need TLS, which this build does not support yet",
-            ))
-        }
+    let https = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
         _ => return Err(bad("the scheme must be http or https")),
-    }
+    };
+    parse_authority(url, rest, https).map(|target| (target, https))
+}
+
+fn parse_authority(url: &str, rest: &str, https: bool) -> Result<BindTarget> {
+    let bad = |why: &str| Error::InvalidUrl(format!("{url:?}: {why}"));
     if let Some(path) = rest.strip_prefix("unix:") {
         if !path.starts_with('/') {
             return Err(bad(
@@ -132,6 +172,7 @@ fn parse_url(url: &str) -> Result<BindTarget> {
     }
     let (host, port) = split_host_port(authority).map_err(&bad)?;
     let port = match port {
+        None if https => 443,
         None => 80,
         Some(p) => p
             .parse::<u16>()
@@ -197,6 +238,14 @@ mod tests {
     }
 
     #[test]
+    fn https_urls() {
+        let e = parse_urls("https://localhost;http://[::1]:1", Protocols::Http2).unwrap();
+        assert!(matches!(e[0].security, Security::Https(None)));
+        assert_eq!(e[0].target, BindTarget::Localhost { port: 443 });
+        assert!(matches!(e[1].security, Security::Plain));
+    }
+
+    #[test]
     fn kestrel_url_forms() {
         assert_eq!(
             one("http://localhost:5000").unwrap(),
@@ -244,7 +293,6 @@ mod tests {
         for (url, why) in [
             ("localhost:5000", "scheme"),
             ("ftp://localhost", "scheme"),
-            ("https://localhost", "TLS"),
             ("http://localhost:5000/app", "path"),
             ("http://localhost:99999", "port"),
             ("http://localhost:x", "port"),

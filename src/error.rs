@@ -38,6 +38,9 @@ pub enum Error {
     Stopped,
     /// A file or other I/O resource could not be used.
     Io(io::Error),
+    /// A certificate, key or other TLS setting is unusable (unreadable file, wrong password, a key
+    /// that does not match its certificate, no certificate for an https endpoint...).
+    Tls(String),
 }
 
 impl fmt::Display for Error {
@@ -58,6 +61,7 @@ impl fmt::Display for Error {
             Error::Timeout => f.write_str("timed out"),
             Error::Stopped => f.write_str("the server is stopped"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Tls(msg) => write!(f, "TLS: {msg}"),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod log;
 pub mod options;
 pub mod request;
 mod server;
+pub mod tls;
 pub mod transport;
 
 pub use endpoint::{BindTarget, EndpointConfig, Protocols};
@@ -25,6 +26,10 @@ pub use log::{LogLevel, LogSink};
 pub use options::{DispatchMode, Handler, HandlerError, ServerOptions, ThreadHooks};
 pub use request::{ConnectionInfo, RequestHead};
 pub use server::{Server, StopReport};
+pub use tls::{
+    CertificateSelector, CertificateSource, ClientCertificateMode, ClientCertificateValidator,
+    ClientHelloInfo, DevCertificate, Selection, TlsInfo, TlsOptions, TlsVersion,
+};
 pub use transport::PeerAddr;
 
 /// The library version, as in Cargo.toml.

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::endpoint::{parse_urls, EndpointConfig, Protocols};
+use crate::endpoint::{parse_urls, EndpointConfig, Protocols, Security};
 use crate::error::{Error, Result};
 use crate::exchange::Exchange;
 use crate::log::{LogLevel, LogSink};
+use crate::tls::TlsOptions;
 
 /// Default size of a response's write buffer, as Kestrel's MaxResponseBufferSize.
 pub const DEFAULT_RESPONSE_BUFFER: usize = 64 * 1024;
@@ -63,6 +64,8 @@ pub struct ServerOptions {
     pub(crate) server_header: bool,
     pub(crate) response_buffer: usize,
     pub(crate) log: Option<(LogSink, LogLevel)>,
+    pub(crate) https_defaults: Option<Arc<TlsOptions>>,
+    pub(crate) dev_certificate: bool,
 }
 
 impl Default for ServerOptions {
@@ -91,6 +94,8 @@ impl ServerOptions {
             server_header: true,
             response_buffer: DEFAULT_RESPONSE_BUFFER,
             log: None,
+            https_defaults: None,
+            dev_certificate: true,
         }
     }
 
@@ -99,6 +104,42 @@ impl ServerOptions {
         let parsed = parse_urls(urls, protocols)?;
         self.endpoints.extend(parsed);
         Ok(self)
+    }
+
+    /// Adds `https://` endpoints with their own TLS settings (`http://` URLs are refused here).
+    pub fn add_https_urls(
+        &mut self,
+        urls: &str,
+        protocols: Protocols,
+        tls: TlsOptions,
+    ) -> Result<&mut Self> {
+        let mut parsed = parse_urls(urls, protocols)?;
+        let tls = Arc::new(tls);
+        for endpoint in &mut parsed {
+            if !matches!(endpoint.security, Security::Https(_)) {
+                return Err(Error::InvalidUrl(format!(
+                    "{urls:?}: TLS settings apply to https:// URLs only"
+                )));
+            }
+            endpoint.security = Security::Https(Some(tls.clone()));
+        }
+        self.endpoints.extend(parsed);
+        Ok(self)
+    }
+
+    /// TLS settings for `https://` endpoints added without their own (Kestrel's
+    /// `ConfigureHttpsDefaults`).
+    pub fn https_defaults(&mut self, tls: TlsOptions) -> &mut Self {
+        self.https_defaults = Some(Arc::new(tls));
+        self
+    }
+
+    /// Whether an `https://localhost` endpoint without any certificate gets an in-memory
+    /// self-signed development certificate (default on; a warning with its fingerprint is
+    /// logged). Off: such an endpoint fails the start.
+    pub fn dev_certificate(&mut self, on: bool) -> &mut Self {
+        self.dev_certificate = on;
+        self
     }
 
     /// Adds an endpoint.

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Uri, Version};
 
+use crate::tls::TlsInfo;
 use crate::transport::PeerAddr;
 
 /// What a connection knows about itself; shared by all requests on it.
@@ -15,7 +16,7 @@ pub struct ConnectionInfo {
     id: u64,
     remote: PeerAddr,
     local: PeerAddr,
-    scheme: &'static str,
+    tls: Option<Box<TlsInfo>>,
     remote_text: OnceLock<String>,
     local_text: OnceLock<String>,
     next_request: AtomicU64,
@@ -25,12 +26,12 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
-    pub(crate) fn new(id: u64, remote: PeerAddr, local: PeerAddr, scheme: &'static str) -> Self {
+    pub(crate) fn new(id: u64, remote: PeerAddr, local: PeerAddr, tls: Option<TlsInfo>) -> Self {
         ConnectionInfo {
             id,
             remote,
             local,
-            scheme,
+            tls: tls.map(Box::new),
             remote_text: OnceLock::new(),
             local_text: OnceLock::new(),
             next_request: AtomicU64::new(1),
@@ -41,6 +42,20 @@ impl ConnectionInfo {
     /// A number unique among this server's connections.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The TLS session, on an https endpoint.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_deref()
     }
 
     /// The client's address.
@@ -102,7 +117,7 @@ impl RequestHead {
 
     /// `http` or `https`: the scheme of the transport the request came on.
     pub fn scheme(&self) -> &str {
-        self.conn.scheme
+        self.conn.scheme()
     }
 
     /// The path as sent (not percent-decoded), e.g. `/a%20b`.

@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 use crate::exchange::{lock, Exchange};
 use crate::log::{log_at, Logger};
 use crate::options::{DispatchMode, Handler, ServerOptions};
+use crate::tls::acceptor::TlsAcceptor;
+use crate::tls::{build_layers, DevCertificate};
 use crate::transport::bind_all;
 
 /// How long to let the runtime's threads wind down once every connection is gone.
@@ -163,6 +165,9 @@ struct Running {
     stop_threads: Mutex<Vec<JoinHandle<()>>>,
     queue: Option<Arc<RequestQueue>>,
     stopping: AtomicBool,
+    /// The TLS layers of the https endpoints, for reload.
+    tls: Vec<Arc<TlsAcceptor>>,
+    dev_certificate: Option<DevCertificate>,
 }
 
 enum State {
@@ -269,6 +274,42 @@ impl Server {
         Ok(report)
     }
 
+    /// Reads every https endpoint's certificate files again and serves the new certificates to
+    /// new connections; open connections keep theirs. All or nothing: on an error (named in it)
+    /// every endpoint keeps its current certificates. Blocking (reads files).
+    pub fn reload_certificates(&self) -> Result<()> {
+        let running = match &*lock(&self.inner.state) {
+            State::Running(r) if !r.stopping.load(Ordering::Acquire) => r.clone(),
+            _ => return Err(Error::InvalidState("the server is not running".into())),
+        };
+        let mut prepared = Vec::with_capacity(running.tls.len());
+        for acceptor in &running.tls {
+            prepared.push(acceptor.prepare_reload()?);
+        }
+        for (acceptor, reload) in running.tls.iter().zip(prepared) {
+            for warning in acceptor.install(reload) {
+                log_at!(running.ctx.logger, Warn, "kestrel.tls", "{}", warning);
+            }
+            log_at!(
+                running.ctx.logger,
+                Info,
+                "kestrel.tls",
+                "{}: certificates reloaded",
+                acceptor.endpoint()
+            );
+        }
+        Ok(())
+    }
+
+    /// The development certificate, when an `https://localhost` endpoint without a configured
+    /// certificate serves it (after start).
+    pub fn dev_certificate(&self) -> Option<DevCertificate> {
+        match &*lock(&self.inner.state) {
+            State::Running(r) | State::Stopped(r) => r.dev_certificate.clone(),
+            State::Created => None,
+        }
+    }
+
     /// Pull mode: waits up to `timeout` (forever when `None`) for the next request.
     /// [`Error::Timeout`] when none came, [`Error::Stopped`] once the server stopped.
     pub fn next_request(&self, timeout: Option<Duration>) -> Result<Exchange> {
@@ -327,6 +368,14 @@ impl ServerInner {
                 http_builder(Protocols::Http1AndHttp2),
             ],
         });
+        // Certificates are loaded before anything is bound: a bad one binds nothing.
+        let layers = match build_layers(options, &logger) {
+            Ok(layers) => layers,
+            Err(e) => {
+                log_at!(logger, Error, "kestrel", "{}", e);
+                return Err(e);
+            }
+        };
         let listeners = {
             let _entered = runtime.enter();
             bind_all(&options.endpoints)
@@ -356,7 +405,18 @@ impl ServerInner {
             addresses.push(listener.url().to_string());
             log_at!(logger, Info, "kestrel", "listening on {}", listener.url());
             let protocols = options.endpoints[index].protocols;
-            accept_loops.push(runtime.spawn(accept_loop(listener, protocols, ctx.clone())));
+            let tls = layers.acceptors[index].clone();
+            accept_loops.push(runtime.spawn(accept_loop(listener, protocols, tls, ctx.clone())));
+        }
+        let tls: Vec<Arc<TlsAcceptor>> = layers.acceptors.into_iter().flatten().collect();
+        for acceptor in &tls {
+            if let Some(interval) = acceptor.options().and_then(|o| o.watch_interval) {
+                runtime.spawn(crate::tls::watch::watch_files(
+                    acceptor.clone(),
+                    interval,
+                    ctx.clone(),
+                ));
+            }
         }
         Ok(Arc::new(Running {
             runtime: Mutex::new(Some(runtime)),
@@ -367,6 +427,8 @@ impl ServerInner {
             pool: Mutex::new(pool),
             queue,
             stopping: AtomicBool::new(false),
+            tls,
+            dev_certificate: layers.dev_certificate,
         }))
     }
 }

@@ -115,7 +115,11 @@ impl Listener {
 pub(crate) fn bind_all(endpoints: &[EndpointConfig]) -> Result<Vec<(Listener, usize)>> {
     let mut bound = Vec::new();
     for (index, endpoint) in endpoints.iter().enumerate() {
-        for listener in bind(&endpoint.target)? {
+        let https = matches!(endpoint.security, crate::endpoint::Security::Https(_));
+        for mut listener in bind(&endpoint.target)? {
+            if https {
+                listener.url.replace_range(.."http".len(), "https");
+            }
             bound.push((listener, index));
         }
     }

@@ -18,6 +18,7 @@ pub mod options;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod tls;
 
 /// A result code. `KESTREL_OK` (0) is success; every other value names a failure, with details
 /// from `kestrel_last_error` on the same thread. Codes are stable and never reused.
@@ -55,6 +56,9 @@ pub const KESTREL_IO_ERROR: kestrel_result = 13;
 pub const KESTREL_BUFFER_TOO_SMALL: kestrel_result = 14;
 /// The thing asked for does not exist (a header, an address index).
 pub const KESTREL_NOT_FOUND: kestrel_result = 15;
+/// A certificate, key or TLS setting is unusable (unreadable or malformed file, wrong PKCS#12
+/// password, a key that does not match its certificate, an https endpoint without certificate).
+pub const KESTREL_TLS_ERROR: kestrel_result = 16;
 
 /// A view of bytes owned by the library: `len` bytes at `ptr`, not NUL-terminated. Each function
 /// returning one says how long it stays valid. `ptr` is never NULL (an empty view points to a
@@ -149,6 +153,7 @@ pub(crate) fn fail(error: Error) -> kestrel_result {
         Error::Timeout => KESTREL_TIMEOUT,
         Error::Stopped => KESTREL_STOPPED,
         Error::Io(_) => KESTREL_IO_ERROR,
+        Error::Tls(_) => KESTREL_TLS_ERROR,
     };
     set_last_error(error.to_string());
     code
@@ -305,6 +310,7 @@ pub extern "C" fn kestrel_result_name(result: kestrel_result) -> *const c_char {
         KESTREL_IO_ERROR => c"KESTREL_IO_ERROR",
         KESTREL_BUFFER_TOO_SMALL => c"KESTREL_BUFFER_TOO_SMALL",
         KESTREL_NOT_FOUND => c"KESTREL_NOT_FOUND",
+        KESTREL_TLS_ERROR => c"KESTREL_TLS_ERROR",
         _ => c"KESTREL_UNKNOWN",
     };
     name.as_ptr()

@@ -81,7 +81,7 @@ pub type kestrel_log_fn = Option<
     ),
 >;
 
-unsafe fn options_mut<'a>(options: *mut kestrel_options) -> &'a mut ServerOptions {
+pub(crate) unsafe fn options_mut<'a>(options: *mut kestrel_options) -> &'a mut ServerOptions {
     // SAFETY: checked non-NULL by the caller; the host promises it is a live options handle
     // used by one thread at a time.
     unsafe { &mut (*options).inner }

@@ -25,6 +25,15 @@ pub struct kestrel_request {
     header_views: OnceLock<HeaderViews>,
 }
 
+/// The exchange behind a request handle.
+///
+/// # Safety
+/// `request` must be a non-NULL, live request handle.
+pub(crate) unsafe fn exchange_of<'a>(request: *const kestrel_request) -> &'a Exchange {
+    // SAFETY: the caller's promise.
+    unsafe { &(*request).exchange }
+}
+
 /// A header as two views.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -18,7 +18,7 @@ pub struct kestrel_server {
     inner: Server,
 }
 
-unsafe fn server_ref<'a>(server: *const kestrel_server) -> &'a Server {
+pub(crate) unsafe fn server_ref<'a>(server: *const kestrel_server) -> &'a Server {
     // SAFETY: the caller checked non-NULL; the host promises a live server.
     unsafe { &(*server).inner }
 }
