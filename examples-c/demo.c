@@ -5,7 +5,7 @@
  *        [--protocols http1|http2|http1and2] [--dispatch pool|inline]
  *        [--cert PATH --key PATH] [--pfx PATH [--password P]] [--sni "NAMES" CERT KEY]...
  *        [--client-cert none|allow|require] [--client-ca PATH] [--tls13] [--watch-ms N]
- *        [--no-dev-cert]
+ *        [--handshake-timeout-ms N] [--no-dev-cert]
  *
  * HTTPS: give https:// URLs. --cert/--key or --pfx set the default certificate, --sni adds one
  * for the `;`-separated NAMES (exact or *.wildcard); with none of them, https://localhost serves
@@ -370,7 +370,7 @@ static void usage(void) {
                     "            [--protocols http1|http2|http1and2] [--dispatch pool|inline]\n"
                     "            [--cert PATH --key PATH] [--pfx PATH [--password P]] [--sni \"NAMES\" CERT KEY]...\n"
                     "            [--client-cert none|allow|require] [--client-ca PATH] [--tls13] [--watch-ms N]\n"
-                    "            [--no-dev-cert]\n");
+                    "            [--handshake-timeout-ms N] [--no-dev-cert]\n");
 }
 
 #define LEN(s) (const uint8_t *)(s), strlen(s)
@@ -384,7 +384,8 @@ static kestrel_tls_config *tls_from_args(int argc, char **argv, kestrel_result *
         const char *a = argv[i];
         int starts = strcmp(a, "--cert") == 0 || strcmp(a, "--key") == 0 || strcmp(a, "--pfx") == 0 ||
                      strcmp(a, "--sni") == 0 || strcmp(a, "--client-cert") == 0 ||
-                     strcmp(a, "--client-ca") == 0 || strcmp(a, "--tls13") == 0 || strcmp(a, "--watch-ms") == 0;
+                     strcmp(a, "--client-ca") == 0 || strcmp(a, "--tls13") == 0 || strcmp(a, "--watch-ms") == 0 ||
+                     strcmp(a, "--handshake-timeout-ms") == 0;
         if (starts && tls == NULL && (*rc = kestrel_tls_config_new(&tls)) != KESTREL_OK) return NULL;
         if (strcmp(a, "--cert") == 0) cert = argv[++i];
         else if (strcmp(a, "--key") == 0) key = argv[++i];
@@ -407,6 +408,8 @@ static kestrel_tls_config *tls_from_args(int argc, char **argv, kestrel_result *
             *rc = kestrel_tls_config_set_min_version(tls, KESTREL_TLS_VERSION_1_3);
         } else if (strcmp(a, "--watch-ms") == 0) {
             *rc = kestrel_tls_config_set_watch_interval(tls, strtoull(argv[++i], NULL, 10));
+        } else if (strcmp(a, "--handshake-timeout-ms") == 0) {
+            *rc = kestrel_tls_config_set_handshake_timeout(tls, strtoull(argv[++i], NULL, 10));
         }
     }
     if (*rc == KESTREL_OK && cert && key) *rc = kestrel_tls_config_add_pem_files(tls, LEN(cert), LEN(key), NULL, 0);
@@ -452,7 +455,7 @@ int main(int argc, char **argv) {
         } else if ((strcmp(argv[i], "--cert") == 0 || strcmp(argv[i], "--key") == 0 ||
                     strcmp(argv[i], "--pfx") == 0 || strcmp(argv[i], "--password") == 0 ||
                     strcmp(argv[i], "--client-cert") == 0 || strcmp(argv[i], "--client-ca") == 0 ||
-                    strcmp(argv[i], "--watch-ms") == 0) &&
+                    strcmp(argv[i], "--watch-ms") == 0 || strcmp(argv[i], "--handshake-timeout-ms") == 0) &&
                    i + 1 < argc) {
             i++; /* read by tls_from_args */
         } else if (strcmp(argv[i], "--sni") == 0 && i + 3 < argc) {
