@@ -7,11 +7,13 @@ compares the server's RSS (VmRSS of --pid, summed if several) before and
 after. Prints one JSON object on stdout.
 
 RSS is user-space memory only: kernel socket buffers are not included.
+With --tls the connections are TLS (certificate not verified: benchmark only).
 """
 
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import time
 
@@ -28,9 +30,12 @@ def rss_kib(pids, field="VmRSS"):
     return total
 
 
+TLS_CONTEXT = None
+
+
 async def one_request(port):
     """Open a connection, do one request/response, return the open streams."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=TLS_CONTEXT)
     writer.write(REQUEST)
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
@@ -51,6 +56,11 @@ async def one_request(port):
 
 async def main(args):
     pids = [int(p) for p in args.pid.split(",")]
+    if args.tls:
+        global TLS_CONTEXT
+        TLS_CONTEXT = ssl.create_default_context()
+        TLS_CONTEXT.check_hostname = False
+        TLS_CONTEXT.verify_mode = ssl.CERT_NONE
 
     # Warm the server up with one connection first so lazily allocated
     # state (first-request buffers, thread caches) is not billed per conn.
@@ -110,6 +120,7 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--pid", required=True, help="server pid(s), comma separated")
     p.add_argument("--count", type=int, default=10000)
+    p.add_argument("--tls", action="store_true", help="connect with TLS")
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds to wait before reading RSS")

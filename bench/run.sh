@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: kestrel's C demo against raw hyper, nginx and h2o.
 #
-# Usage: bench/run.sh [--quick]
+# Usage: bench/run.sh [--quick] [--tls]
+#
+# --tls benchmarks HTTPS instead (one ECDSA P-256 certificate for every server):
+#   h1         wrk -t1 -c64 over TLS, keep-alive
+#   h2         h2load -t1 -c16 -m16 over TLS (ALPN h2)
+#   new        wrk -t1 -c64 with "Connection: close": one request per new TLS
+#              connection (wrk does a full handshake each time, TLS 1.3)
+# against nginx (OpenSSL), and IDLE_CONNS (default 5000) idle TLS connections.
 #
 # Each server runs alone, pinned to CPU $SERVER_CPU; the load generator (one
 # client thread) is pinned to CPU $CLIENT_CPU. Loads per server:
@@ -32,12 +39,27 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 
-if [[ ${1:-} == --quick ]]; then DURATION=${DURATION:-3}; fi
+TLS=0
+for arg in "$@"; do
+    case $arg in
+        --quick) DURATION=${DURATION:-3} ;;
+        --tls) TLS=1 ;;
+        *) echo "usage: bench/run.sh [--quick] [--tls]" >&2; exit 2 ;;
+    esac
+done
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-1}
 WARMUP=${WARMUP:-1}
-SERVERS=${SERVERS:-hyper nginx h2o h2o-mruby kestrel-inline kestrel-pool}
-LOADS=${LOADS:-h1 h1-pipe16 h2c}
+if (( TLS )); then
+    SCHEME=https
+    SERVERS=${SERVERS:-nginx kestrel-inline kestrel-pool}
+    LOADS=${LOADS:-h1 h2 new}
+    IDLE_CONNS=${IDLE_CONNS:-5000}
+else
+    SCHEME=http
+    SERVERS=${SERVERS:-hyper nginx h2o h2o-mruby kestrel-inline kestrel-pool}
+    LOADS=${LOADS:-h1 h1-pipe16 h2c}
+fi
 if [[ -z ${IDLE_SERVERS+set} ]]; then
     # Default: the idle test for those of hyper, nginx, kestrel-inline benched.
     IDLE_SERVERS=
@@ -73,6 +95,16 @@ fi
 # Scratch dir; world-readable because h2o drops privileges to nobody.
 WORK=$(mktemp -d /tmp/kestrel-bench.XXXXXX)
 chmod 755 "$WORK"
+if (( TLS )); then
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2> /dev/null \
+        || die "openssl could not make the benchmark certificate"
+    chmod 644 "$WORK/tls/key.pem"
+fi
+CURL_TLS=()
+(( TLS )) && CURL_TLS=(-k)
 JSONL=$WORK/results.jsonl
 : > "$JSONL"
 NOTES=()
@@ -117,9 +149,18 @@ http {
     keepalive_timeout 300s;
     default_type text/plain;
     server {
+$(if (( TLS )); then cat <<TLSCONF
+        listen 127.0.0.1:${H1_PORTS[nginx]} ssl http2;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+TLSCONF
+else cat <<PLAIN
         listen 127.0.0.1:${H1_PORTS[nginx]};
         # 'http2' on a non-ssl listener = h2c with prior knowledge only.
         listen 127.0.0.1:$NGINX_H2_PORT http2;
+PLAIN
+fi)
         location / { return 200 "Hello, World!"; }
     }
 }
@@ -177,14 +218,15 @@ start_server() {
         hyper) cmd=("$HYPER_BIN" --port "$H1_PORT" --threads 1) ;;
         nginx)
             conf=$(write_nginx_conf "$NGINX_CONNS")
-            H2_PORT=$NGINX_H2_PORT
+            (( TLS )) || H2_PORT=$NGINX_H2_PORT
             # -e: the compiled-in error log would be opened before the config is read.
             cmd=(nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$conf") ;;
         h2o) cmd=(h2o -c "$(write_h2o_conf file h2o "$H1_PORT")") ;;
         h2o-mruby) cmd=(h2o -c "$(write_h2o_conf mruby h2o-mruby "$H1_PORT")") ;;
         kestrel-*)
-            cmd=("$DEMO_BIN" --urls "http://127.0.0.1:$H1_PORT" --threads 1
-                 --dispatch "${name#kestrel-}") ;;
+            cmd=("$DEMO_BIN" --urls "$SCHEME://127.0.0.1:$H1_PORT" --threads 1
+                 --dispatch "${name#kestrel-}")
+            (( TLS )) && cmd+=(--cert "$WORK/tls/cert.pem" --key "$WORK/tls/key.pem") ;;
         *) die "unknown server $name" ;;
     esac
     for p in "$H1_PORT" "$H2_PORT"; do
@@ -203,16 +245,21 @@ start_server() {
             SRV_PID=
             return 1
         fi
-        body=$(curl -s --max-time 1 "http://127.0.0.1:$H1_PORT/" 2>/dev/null) && break
+        body=$(curl -s "${CURL_TLS[@]}" --max-time 1 "$SCHEME://127.0.0.1:$H1_PORT/" 2>/dev/null) && break
         sleep 0.1
     done
     if [[ $body != "Hello, World!" ]]; then
         NOTES+=("$name: unexpected HTTP/1.1 body '${body:0:60}'")
         stop_server; return 1
     fi
-    body=$(curl -s --max-time 2 --http2-prior-knowledge "http://127.0.0.1:$H2_PORT/" || true)
+    if (( TLS )); then
+        body=$(curl -s -k --max-time 2 --http2 -w ' %{http_version}' "https://127.0.0.1:$H2_PORT/" || true)
+        [[ $body == "Hello, World! 2" ]] && body="Hello, World!"
+    else
+        body=$(curl -s --max-time 2 --http2-prior-knowledge "http://127.0.0.1:$H2_PORT/" || true)
+    fi
     if [[ $body != "Hello, World!" ]]; then
-        NOTES+=("$name: h2c prior-knowledge request failed ('${body:0:60}')")
+        NOTES+=("$name: HTTP/2 request failed ('${body:0:60}')")
         stop_server; return 1
     fi
     if [[ $name == nginx ]]; then
@@ -280,16 +327,18 @@ run_load() {
     # means the figure measures the load generator, not the server.
     local TIMEFORMAT='%U %S'
     case $load in
-        h1|h1-pipe16)
+        h1|h1-pipe16|new)
             tool=wrk
-            { time WRK_PIPELINE=$([[ $load == h1 ]] && echo 1 || echo 16) \
-                taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DURATION}s" --latency \
-                -s "$BENCH/wrk.lua" "http://127.0.0.1:$H1_PORT/" > "$out" 2>&1 || true; } \
+            local close=()
+            [[ $load == new ]] && close=(-H "Connection: close")
+            { time WRK_PIPELINE=$([[ $load == h1-pipe16 ]] && echo 16 || echo 1) \
+                taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DURATION}s" --latency "${close[@]}" \
+                -s "$BENCH/wrk.lua" "$SCHEME://127.0.0.1:$H1_PORT/" > "$out" 2>&1 || true; } \
                 2> "$out.time" ;;
-        h2c)
+        h2c|h2)
             tool=h2load
             { time taskset -c "$CLIENT_CPU" h2load -t1 -c16 -m16 -D"$DURATION" \
-                "http://127.0.0.1:$H2_PORT/" > "$out" 2>&1 || true; } 2> "$out.time" ;;
+                "$SCHEME://127.0.0.1:$H2_PORT/" > "$out" 2>&1 || true; } 2> "$out.time" ;;
         *) die "unknown load $load" ;;
     esac
     t1=$(date +%s.%N)
@@ -325,7 +374,7 @@ bench_server() {
     log "== $server"
     start_server "$server" || { FAILED=1; log "${NOTES[-1]}"; return 0; }
     if (( WARMUP > 0 )); then
-        taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" "http://127.0.0.1:$H1_PORT/" \
+        taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" "$SCHEME://127.0.0.1:$H1_PORT/" \
             > /dev/null 2>&1 || true
     fi
     for load in $LOADS; do
@@ -339,12 +388,14 @@ bench_server() {
 idle_server() {
     local server=$1 out=$WORK/$1-idle.out
     wait_quiet
-    log "== $server: $IDLE_CONNS idle keep-alive connections"
+    log "== $server: $IDLE_CONNS idle keep-alive $SCHEME connections"
     # nginx closes idle keep-alive connections once fewer than 1/16 of its
     # slots are free, so give it twice what the test needs (within the fd limit).
     NGINX_CONNS=$(( 2 * IDLE_CONNS + 64 < $(ulimit -n) - 50 ? 2 * IDLE_CONNS + 64 : $(ulimit -n) - 50 ))
     start_server "$server" || { FAILED=1; log "${NOTES[-1]}"; return 0; }
-    taskset -c "$CLIENT_CPU" python3 "$BENCH/idle_conns.py" --port "$H1_PORT" \
+    local tls_flag=()
+    (( TLS )) && tls_flag=(--tls)
+    taskset -c "$CLIENT_CPU" python3 "$BENCH/idle_conns.py" --port "$H1_PORT" "${tls_flag[@]}" \
         --pid "$MEM_PID" --count "$IDLE_CONNS" > "$out" 2> "$out.err" || true
     [[ -s $out.err ]] && NOTES+=("$server idle client: $(tail -n 1 "$out.err")")
     python3 "$BENCH/results.py" add "$JSONL" idle "$out" server="$server"
