@@ -253,3 +253,135 @@ pub(super) fn load_ca(source: &CaSource) -> Result<rustls::RootCertStore> {
     }
     Ok(roots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> CryptoProvider {
+        rustls::crypto::ring::default_provider()
+    }
+
+    /// A self-signed certificate and its key as PEM, valid from `from` to `to` (seconds from now).
+    fn make(name: &str, from: i64, to: i64) -> (String, String, rcgen::KeyPair) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let at = |s: i64| {
+            let now = std::time::SystemTime::now();
+            let d = std::time::Duration::from_secs(s.unsigned_abs());
+            if s < 0 {
+                now - d
+            } else {
+                now + d
+            }
+        };
+        params.not_before = at(from).into();
+        params.not_after = at(to).into();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem(), key)
+    }
+
+    fn pem(cert: &str, key: &str) -> CertificateSource {
+        CertificateSource::Pem {
+            cert: cert.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    fn error(source: &CertificateSource) -> String {
+        match load(source, &provider()) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_pair_loads_with_its_subject() {
+        let (cert, key, _) = make("good.test", -60, 3600);
+        let loaded = load(&pem(&cert, &key), &provider()).unwrap();
+        assert_eq!(loaded.subject, "CN=good.test");
+        assert!(loaded.validity_problem.is_none());
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let (cert, _, _) = make("a.test", -60, 3600);
+        let (_, other_key, _) = make("b.test", -60, 3600);
+        let e = error(&pem(&cert, &other_key));
+        assert!(e.contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn expired_and_future_certificates_are_flagged() {
+        let (cert, key, _) = make("old.test", -7200, -3600);
+        let loaded = load(&pem(&cert, &key), &provider()).unwrap();
+        assert!(loaded.validity_problem.unwrap().starts_with("expired"));
+        let (cert, key, _) = make("new.test", 3600, 7200);
+        let loaded = load(&pem(&cert, &key), &provider()).unwrap();
+        assert!(loaded
+            .validity_problem
+            .unwrap()
+            .starts_with("not valid before"));
+    }
+
+    #[test]
+    fn garbage_and_missing_parts_are_named() {
+        let (cert, key, _) = make("x.test", -60, 3600);
+        assert!(error(&pem("not pem", &key)).contains("no CERTIFICATE"));
+        assert!(error(&pem(&cert, "not pem")).contains("no private key"));
+        let e = error(&CertificateSource::PemFiles {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        });
+        assert!(e.contains("/nonexistent/cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn pkcs12_with_right_and_wrong_password() {
+        let (cert, _, key) = make("p12.test", -60, 3600);
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let chain = p12_keystore::PrivateKeyChain::new(
+            key.serialize_der(),
+            [1u8; 20],
+            vec![p12_keystore::Certificate::from_der(&der).unwrap()],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("k", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let bytes = store.writer("s3cret").write().unwrap();
+        let dir = std::env::temp_dir().join(format!("kestrel-p12-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("test.pfx");
+        std::fs::write(&path, bytes).unwrap();
+        let good = CertificateSource::Pkcs12File {
+            path: path.clone(),
+            password: "s3cret".into(),
+        };
+        assert_eq!(load(&good, &provider()).unwrap().subject, "CN=p12.test");
+        let wrong = CertificateSource::Pkcs12File {
+            path: path.clone(),
+            password: "nope".into(),
+        };
+        assert!(error(&wrong).contains("wrong password"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn development_certificate_covers_localhost_only() {
+        let dev = DevCertificate::generate(&provider()).unwrap();
+        assert_eq!(dev.fingerprint().len(), 32 * 3 - 1);
+        let der = CertificateDer::from_pem_slice(dev.pem().as_bytes()).unwrap();
+        assert_eq!(sha256_hex(&der), dev.fingerprint());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = parsed.subject_alternative_name().unwrap().unwrap();
+        use x509_parser::extensions::GeneralName;
+        let names = &san.value.general_names;
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&GeneralName::DNSName("localhost")));
+        assert!(names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])));
+        let v6_loopback = std::net::Ipv6Addr::LOCALHOST.octets();
+        assert!(names.contains(&GeneralName::IPAddress(&v6_loopback)));
+    }
+}

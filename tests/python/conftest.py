@@ -88,6 +88,8 @@ class Demo:
             sel.close()
 
     def _wait_ready(self):
+        if self.url.startswith("https://"):
+            return self._wait_accepting()
         deadline = time.monotonic() + START_TIMEOUT
         last = None
         while time.monotonic() < deadline:
@@ -102,6 +104,33 @@ class Demo:
                 raise RuntimeError(f"demo exited ({self.proc.returncode}) during startup:\n{self.stderr()}")
             time.sleep(0.05)
         raise TimeoutError(f"demo at {self.url} not ready: {last!r}\n{self.stderr()}")
+
+    def _wait_accepting(self):
+        """For https endpoints: the port accepts connections. (What a TLS handshake then gets
+        depends on the certificates and client-certificate mode, which is each test's business.)"""
+        deadline = time.monotonic() + START_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with self.open_socket(timeout=2):
+                    return
+            except OSError as e:
+                last = e
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"demo exited ({self.proc.returncode}) during startup:\n{self.stderr()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"demo at {self.url} not accepting: {last!r}\n{self.stderr()}")
+
+    def wait_stderr(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
+        """Waits until stderr holds `text` at least `count` times; returns stderr (raises on timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            err = self.stderr()
+            if err.count(text) >= count:
+                return err
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} (x{count}) not in the demo's stderr within {timeout}s:\n{err}")
+            time.sleep(0.02)
 
     # ---- addresses ----
 
@@ -190,6 +219,43 @@ class Demo:
         assert "stopping" in err and "stopped" in err, err
 
 
+def run_failing(demo_binary, args, timeout=10.0):
+    """Runs the demo expecting it to exit by itself; returns (code, stdout, stderr)."""
+    proc = subprocess.Popen([str(demo_binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(2)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"demo {args} did not exit by itself; stdout={out!r} stderr={err!r}")
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (bind 0, read, release); the demo sets SO_REUSEADDR."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether `port` can be bound and listened on right now (SO_REUSEADDR, as the demo does)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError:
+            return False
+        return True
+
+
 def short_tmpdir() -> Path:
     """A short directory under /tmp: Unix socket paths must fit in 108 bytes."""
     return Path(tempfile.mkdtemp(prefix="kestrel-", dir="/tmp"))
@@ -269,6 +335,20 @@ def localhost_server(tmp_path_factory, demo_binary) -> Demo:
     d = Demo(["--urls", "http://localhost:0"], tmp_path_factory.mktemp("demo"))
     yield d
     d.assert_clean_stop()
+
+
+MAKE_CERTS = REPO / "tests" / "tls" / "make-certs.sh"
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Path:
+    """The directory of test certificates made by tests/tls/make-certs.sh (once per session)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test certificates")
+    out = tmp_path_factory.mktemp("certs")
+    done = subprocess.run(["bash", str(MAKE_CERTS), str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"make-certs.sh failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return out
 
 
 def pytest_configure(config):

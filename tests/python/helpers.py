@@ -559,3 +559,133 @@ class RawH2:
 
     def stream_ended(self, stream_id: int) -> bool:
         return any(f.stream_id == stream_id and "END_STREAM" in f.flags for f in self.frames if hasattr(f, "flags"))
+
+
+# --------------------------------------------------------------------------------------------
+# TLS clients: Python ssl, openssl s_client, curl (the https tests, test_tls*.py)
+# --------------------------------------------------------------------------------------------
+
+
+def tls_context(
+    cafile=None,
+    cert=None,
+    key=None,
+    alpn=("h2", "http/1.1"),
+    min_version=None,
+    max_version=None,
+    verify: bool | None = None,
+    check_hostname: bool | None = None,
+):
+    """A client SSLContext. Verifies against `cafile` when given (verify defaults to whether a CA
+    is given; check_hostname defaults to verify); presents `cert`/`key` when given."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    verify = cafile is not None if verify is None else verify
+    ctx.check_hostname = verify if check_hostname is None else check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+    if cafile is not None:
+        ctx.load_verify_locations(cafile=str(cafile))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key) if key is not None else None)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if min_version is not None:
+        ctx.minimum_version = min_version
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+def tls_connect(host: str, port: int, ctx=None, sni: str | None = None, timeout: float = 5.0):
+    """A completed TLS connection (SSLSocket) to host:port; `sni` is the name sent (None: none,
+    as when connecting by IP). Raises ssl.SSLError / OSError when the handshake fails."""
+    ctx = ctx or tls_context()
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=sni)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def peer_certificate(host: str, port: int, sni: str | None = None, **ctx_args):
+    """The certificate the server presents (a cryptography x509.Certificate), unverified."""
+    from cryptography import x509
+
+    ctx_args.setdefault("verify", False)
+    with tls_connect(host, port, tls_context(**ctx_args), sni) as s:
+        return x509.load_der_x509_certificate(s.getpeercert(binary_form=True))
+
+
+def cert_cn(cert) -> str:
+    from cryptography.x509.oid import NameOID
+
+    return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+
+def cert_sans(cert) -> tuple[set[str], set[str]]:
+    """(DNS names, IP addresses as strings) of a certificate's subjectAltName."""
+    from cryptography import x509
+
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(ext.get_values_for_type(x509.DNSName)), {str(ip) for ip in ext.get_values_for_type(x509.IPAddress)}
+
+
+def cert_sha256(cert) -> str:
+    """SHA-256 fingerprint as colon-separated upper-case hex (openssl's and kestrel's format)."""
+    from cryptography.hazmat.primitives import hashes
+
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
+def file_cert(path):
+    from cryptography import x509
+
+    with open(path, "rb") as f:
+        return x509.load_pem_x509_certificate(f.read())
+
+
+def tls_get(sock, path: str, host: str = "localhost", keep_alive: bool = True) -> H1Response:
+    """One HTTP/1.1 GET on an open (TLS) socket; returns the response with its body."""
+    headers = [] if keep_alive else [("Connection", "close")]
+    sock.sendall(simple_request("GET", path, host, headers))
+    reader = H1Reader(sock)
+    resp = reader.read_head()
+    resp.body = b"".join(reader.iter_body(resp))
+    assert not reader.buf, f"unexpected bytes after the response: {bytes(reader.buf[:100])!r}"
+    return resp
+
+
+def tls_fetch(host: str, port: int, path: str = "/", ctx=None, sni: str | None = None, timeout: float = 5.0) -> H1Response:
+    """Connects, sends one HTTP/1.1 GET (Connection: close), returns the response. Errors (a
+    refused handshake, an alert on the first read) propagate as ssl.SSLError / OSError / EOFError."""
+    ctx = ctx or tls_context(alpn=("http/1.1",))
+    with tls_connect(host, port, ctx, sni, timeout) as s:
+        return tls_get(s, path, sni or host, keep_alive=False)
+
+
+def s_client(host: str, port: int, *args: str, request: bytes | None = None, timeout: float = 10.0) -> tuple[int, str]:
+    """Runs `openssl s_client -connect host:port ARGS`. With `request`, sends it and waits for the
+    server to close (-ign_eof); without, closes right after the handshake. Returns (exit code,
+    stdout + stderr). Bounded by `timeout`."""
+    import subprocess
+
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cmd = ["openssl", "s_client", "-connect", target, *args]
+    if request is not None:
+        cmd.append("-ign_eof")
+    done = subprocess.run(cmd, input=request or b"", capture_output=True, timeout=timeout)
+    return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+
+def http_close_request(path: str = "/", host: str = "localhost") -> bytes:
+    return simple_request("GET", path, host, [("Connection", "close")])
+
+
+def curl(*args: str, timeout: float = 15.0):
+    """Runs curl (silent, errors shown, bounded) and returns the CompletedProcess (text)."""
+    import subprocess
+
+    cmd = ["curl", "-sS", "--max-time", str(int(timeout)), "--connect-timeout", "5", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5)

@@ -13,24 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from conftest import short_tmpdir
+from conftest import run_failing, short_tmpdir
 from helpers import HELLO
-
-
-def run_failing(demo_binary, args, timeout=10.0):
-    """Runs the demo expecting it to exit by itself; returns (code, stdout, stderr)."""
-    proc = subprocess.Popen([str(demo_binary), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(2)
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        pytest.fail(f"demo {args} did not exit by itself; stdout={out!r} stderr={err!r}")
-    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 @pytest.fixture
