@@ -26,6 +26,7 @@ declare -A APT_CMDS=(
     [h2o]=h2o
     [valgrind]=valgrind
     [curl]=curl
+    [openssl]=openssl
     [clang]=clang
     [taskset]=util-linux
     [ss]=iproute2
