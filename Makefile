@@ -15,7 +15,8 @@ DEMO_ARGS  ?=
 
 export PATH := $(HOME)/.cargo/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all lib demo run test test-deps lint test-rust test-header test-c test-python test-h2spec bench clean
+.PHONY: all lib demo run test test-deps lint test-rust test-header test-c test-python test-h2spec \
+        test-h2spec-tls bench bench-tls clean
 
 all: lib demo
 
@@ -31,7 +32,7 @@ examples-c/%: examples-c/%.c include/kestrel.h $(RELEASE)/libkestrel.so
 run: demo
 	./examples-c/demo $(DEMO_ARGS)
 
-SUITES := lint test-rust test-header test-c test-python test-h2spec
+SUITES := lint test-rust test-header test-c test-python test-h2spec test-h2spec-tls
 
 # make stops at the first failing suite, so the last line is printed only when all passed.
 test: test-deps demo $(SUITES)
@@ -61,8 +62,15 @@ test-python: demo
 test-h2spec: demo
 	bash tests/h2spec.sh
 
+# h2spec over TLS (ALPN h2) with a generated certificate.
+test-h2spec-tls: demo
+	bash tests/h2spec-tls.sh
+
 bench: demo
 	bash bench/run.sh
+
+bench-tls: demo
+	bash bench/run.sh --tls
 
 clean:
 	$(CARGO) clean

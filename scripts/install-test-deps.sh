@@ -80,7 +80,7 @@ fi
 # python3 refuses system-wide pip installs (PEP 668); for it, use a venv in
 # /opt/kestrel-venv, which the caller must then put first on PATH.
 PY=python3
-PY_MODULES='import pytest, httpx, h2'
+PY_MODULES='import pytest, httpx, h2, cryptography'
 if ! $PY -c "$PY_MODULES" 2> /dev/null; then
     stdlib=$($PY -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
     if [[ -e $stdlib/EXTERNALLY-MANAGED ]]; then
@@ -92,9 +92,9 @@ if ! $PY -c "$PY_MODULES" 2> /dev/null; then
         PY=$venv/bin/python3
     fi
     if ! $PY -c "$PY_MODULES" 2> /dev/null; then
-        log "pip: installing pytest httpx[http2] h2 into $($PY -c 'import sys; print(sys.prefix)')"
+        log "pip: installing pytest httpx[http2] h2 cryptography into $($PY -c 'import sys; print(sys.prefix)')"
         $SUDO $PY -m pip install --quiet --disable-pip-version-check \
-            pytest 'httpx[http2]' h2 || die "pip install failed"
+            pytest 'httpx[http2]' h2 cryptography || die "pip install failed"
     fi
     $PY -c "$PY_MODULES" || die "python modules still not importable with $PY"
     [[ $PY == python3 ]] || log "NOTE: put $(dirname "$PY") first on PATH for the tests"

@@ -21,6 +21,7 @@
 #   client-expired      client cert CN=old-alice, O=Example, issued by ca, expired (2020..2021)
 #   client-untrusted    client cert CN=mallory, O=Elsewhere, issued by other-ca
 #   mismatch.key        an ECDSA P-256 key that matches no certificate
+#   localhost-ec-encrypted.key  localhost-ec.key encrypted (AES-256, password "key-secret")
 #   garbage.pem         random text, not PEM
 #   localhost-rsa.pfx   PKCS#12 of localhost-rsa (+ CA), password "pfx-secret" (AES, OpenSSL 3 default)
 #   localhost-rsa-legacy.pfx  the same with -legacy (RC2/3DES, SHA-1 MAC), if this openssl can
@@ -122,6 +123,7 @@ sign_past client-expired ec "/CN=old-alice/O=Example" "$CLIENT_EXT"
 sign client-untrusted ec "/CN=mallory/O=Elsewhere" "$CLIENT_EXT" other-ca
 
 newkey mismatch.key ec
+openssl pkey -in localhost-ec.key -aes256 -passout pass:key-secret -out localhost-ec-encrypted.key
 printf 'this is not a certificate\n%s\n' "$(head -c 300 /dev/urandom | od -An -tx1 | tr -d ' \n')" >garbage.pem
 
 openssl pkcs12 -export -in localhost-rsa.crt -inkey localhost-rsa.key -certfile ca.crt \
