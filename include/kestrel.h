@@ -335,7 +335,8 @@ typedef struct {
    */
   kestrel_str version;
   /**
-   * The cipher suite's IANA name, e.g. `TLS13_AES_128_GCM_SHA256`.
+   * The cipher suite as rustls names it, e.g. `TLS13_AES_128_GCM_SHA256` or
+   * `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`.
    */
   kestrel_str cipher_suite;
   /**
@@ -543,8 +544,8 @@ const char *kestrel_result_name(kestrel_result result);
  * Copies the message of the last failed call on this thread into `buf` (`len` bytes): as much as
  * fits, NUL-terminated. `written` (may be NULL) gets the message's full length without the NUL.
  * Returns `KESTREL_BUFFER_TOO_SMALL` when the message was truncated (retry with `written + 1`
- * bytes). The message stays until the next failing call on this thread; this call never
- * changes it.
+ * bytes). `buf` may be NULL when `len` is 0, to ask for the length only. The message stays until
+ * the next failing call on this thread; this call never changes it.
  */
 kestrel_result kestrel_last_error(char *buf, size_t len, size_t *written);
 
@@ -845,9 +846,11 @@ kestrel_result kestrel_response_send_owned(kestrel_response *response,
  * body is then sent chunked on HTTP/1.1 unless a Content-Length header was set.
  *
  * Backpressure: at most the response buffer size (64 KiB by default) waits unsent. Off I/O
- * threads, a write waits for room. On an I/O thread (INLINE mode) it never waits: when the
- * buffer is full it returns `KESTREL_WOULD_BLOCK` having written nothing; register
- * `kestrel_response_on_writable` and write again from there. `KESTREL_CANCELLED` once the client
+ * threads, a write waits until it fits. On an I/O thread (INLINE mode) it never waits: while the
+ * buffer is not full the write is taken whole (the buffer may then exceed its size by this one
+ * write); when it is full it returns `KESTREL_WOULD_BLOCK` having written nothing; register
+ * `kestrel_response_on_writable` (which uses the same "not full" test) and write again from
+ * there. `KESTREL_CANCELLED` once the client
  * went away.
  */
 kestrel_result kestrel_response_write(kestrel_response *response, const uint8_t *data, size_t len);

@@ -355,9 +355,11 @@ impl Exchange {
 
     /// Writes body bytes, starting the response (head first) if needed.
     ///
-    /// Off I/O threads, waits while the response buffer is full (backpressure). On an I/O thread
-    /// it never waits: when the buffer is full it returns [`Error::WouldBlock`] and writes
-    /// nothing; [`Exchange::on_writable`] tells when to try again.
+    /// Off I/O threads, waits until the data fits in the response buffer (backpressure). On an I/O
+    /// thread it never waits: while the buffer is not full the write is taken whole (so the buffer
+    /// may exceed its bound by this one write); when it is full the write returns
+    /// [`Error::WouldBlock`] and writes nothing, and [`Exchange::on_writable`] tells when to try
+    /// again. Both use the same test, so a refused write is always followed by a wait.
     pub fn write(&self, data: &[u8]) -> Result<()> {
         let blocking = may_block();
         let limit = self.shared.ctx.response_buffer;
@@ -392,7 +394,14 @@ impl Exchange {
             if shared.is_aborted() {
                 return Err(Error::Cancelled);
             }
-            if state.buffered == 0 || state.buffered + len <= limit {
+            let fits = if blocking {
+                state.buffered == 0 || state.buffered + len <= limit
+            } else {
+                // The same test as on_writable's: otherwise a write larger than the room left
+                // would be refused, then called back at once, forever.
+                state.buffered < limit
+            };
+            if fits {
                 break;
             }
             if !blocking {

@@ -319,8 +319,8 @@ pub extern "C" fn kestrel_result_name(result: kestrel_result) -> *const c_char {
 /// Copies the message of the last failed call on this thread into `buf` (`len` bytes): as much as
 /// fits, NUL-terminated. `written` (may be NULL) gets the message's full length without the NUL.
 /// Returns `KESTREL_BUFFER_TOO_SMALL` when the message was truncated (retry with `written + 1`
-/// bytes). The message stays until the next failing call on this thread; this call never
-/// changes it.
+/// bytes). `buf` may be NULL when `len` is 0, to ask for the length only. The message stays until
+/// the next failing call on this thread; this call never changes it.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_last_error(
     buf: *mut c_char,
@@ -328,8 +328,18 @@ pub unsafe extern "C" fn kestrel_last_error(
     written: *mut usize,
 ) -> kestrel_result {
     ffi_panic_boundary! {
-        check_null!(buf);
         let message = LAST_ERROR.with(|e| e.borrow().clone());
+        if buf.is_null() {
+            // Asking only for the length is allowed; the message itself stays untouched.
+            if len != 0 {
+                return KESTREL_NULL_ARGUMENT;
+            }
+            if !written.is_null() {
+                // SAFETY: checked non-NULL; the caller promises it points to a size_t.
+                unsafe { *written = message.len() };
+            }
+            return if message.is_empty() { KESTREL_OK } else { KESTREL_BUFFER_TOO_SMALL };
+        }
         unsafe { copy_out(message.as_bytes(), buf, len, written) }
     }
 }

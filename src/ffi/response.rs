@@ -199,9 +199,11 @@ pub unsafe extern "C" fn kestrel_response_send_owned(
 /// body is then sent chunked on HTTP/1.1 unless a Content-Length header was set.
 ///
 /// Backpressure: at most the response buffer size (64 KiB by default) waits unsent. Off I/O
-/// threads, a write waits for room. On an I/O thread (INLINE mode) it never waits: when the
-/// buffer is full it returns `KESTREL_WOULD_BLOCK` having written nothing; register
-/// `kestrel_response_on_writable` and write again from there. `KESTREL_CANCELLED` once the client
+/// threads, a write waits until it fits. On an I/O thread (INLINE mode) it never waits: while the
+/// buffer is not full the write is taken whole (the buffer may then exceed its size by this one
+/// write); when it is full it returns `KESTREL_WOULD_BLOCK` having written nothing; register
+/// `kestrel_response_on_writable` (which uses the same "not full" test) and write again from
+/// there. `KESTREL_CANCELLED` once the client
 /// went away.
 #[no_mangle]
 pub unsafe extern "C" fn kestrel_response_write(

@@ -88,7 +88,8 @@ pub struct kestrel_tls_info {
     pub size: usize,
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: kestrel_str,
-    /// The cipher suite's IANA name, e.g. `TLS13_AES_128_GCM_SHA256`.
+    /// The cipher suite as rustls names it, e.g. `TLS13_AES_128_GCM_SHA256` or
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`.
     pub cipher_suite: kestrel_str,
     /// The ALPN protocol agreed on (`h2`, `http/1.1`); empty when none.
     pub alpn: kestrel_str,
@@ -509,7 +510,13 @@ pub unsafe extern "C" fn kestrel_server_dev_certificate_pem(
     ffi_panic_boundary! {
         check_null!(server, buf);
         match unsafe { server_ref(server) }.dev_certificate() {
-            Some(dev) => unsafe { copy_out(dev.pem().as_bytes(), buf, len, written) },
+            Some(dev) => {
+                let code = unsafe { copy_out(dev.pem().as_bytes(), buf, len, written) };
+                if code != KESTREL_OK {
+                    set_last_error(format!("the buffer holds {len} bytes; the certificate needs {}", dev.pem().len() + 1));
+                }
+                code
+            }
             None => {
                 set_last_error("the server serves no development certificate".into());
                 KESTREL_NOT_FOUND

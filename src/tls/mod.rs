@@ -294,7 +294,7 @@ impl TlsInfo {
         self.version
     }
 
-    /// The negotiated cipher suite, IANA name (`TLS13_AES_128_GCM_SHA256`).
+    /// The negotiated cipher suite as rustls names it (`TLS13_AES_128_GCM_SHA256`).
     pub fn cipher_suite(&self) -> &str {
         &self.cipher_suite
     }

@@ -159,6 +159,52 @@ static void test_writable(void) {
     CHECK(atomic_get(&writes_done) == 1);
 }
 
+/* ---- /overshoot: a write larger than the room left ------------------------------------------ */
+
+/* Writes 10 bytes at a time into the 16-byte buffer: the second write is taken although it does
+ * not fit (the buffer is not full), the third is refused, and on_writable then waits for the
+ * buffer to drain instead of calling back at once (which would loop forever). */
+static int overshoot_round;
+static int overshoot_done;
+
+static void overshoot_writable(void *userdata, kestrel_result result) {
+    kestrel_response *res = userdata;
+    CHECK_RC(result, KESTREL_OK);
+    int round = atomic_inc(&overshoot_round);
+    REQUIRE(round < 20); /* bounded: a callback loop fails here */
+    kestrel_result rc;
+    while ((rc = kestrel_response_write(res, LIT("0123456789"))) == KESTREL_OK) {
+    }
+    CHECK_RC(rc, KESTREL_WOULD_BLOCK);
+    if (round >= 3) {
+        CHECK_RC(kestrel_response_end(res), KESTREL_OK);
+        atomic_set(&overshoot_done, 1);
+        return;
+    }
+    CHECK_RC(kestrel_response_on_writable(res, overshoot_writable, res), KESTREL_OK);
+}
+
+static kestrel_result route_overshoot(kestrel_request *req, kestrel_response *res) {
+    (void)req;
+    CHECK_RC(kestrel_response_write(res, LIT("0123456789")), KESTREL_OK);
+    CHECK_RC(kestrel_response_write(res, LIT("0123456789")), KESTREL_OK); /* 20 > 16: taken whole */
+    CHECK_RC(kestrel_response_write(res, LIT("0123456789")), KESTREL_WOULD_BLOCK);
+    CHECK_RC(kestrel_response_on_writable(res, overshoot_writable, res), KESTREL_OK);
+    CHECK(atomic_get(&overshoot_round) == 0); /* full: no call back before the buffer drains */
+    return KESTREL_OK;
+}
+
+static void test_overshoot(void) {
+    http_response r;
+    http_get(g_port, "/overshoot", &r);
+    CHECK(r.status == 200 && r.complete);
+    /* Two writes in the handler, then at least one per callback round (rounds 1 to 3). */
+    CHECK(r.body_len >= 50 && r.body_len <= 80 && r.body_len % 10 == 0);
+    http_response_free(&r);
+    CHECK(atomic_get(&overshoot_done) == 1);
+    CHECK(atomic_get(&overshoot_round) == 3);
+}
+
 /* ---- /defer: blocking work on a host thread ------------------------------------------------ */
 
 static pthread_t deferred_thread;
@@ -236,6 +282,7 @@ static kestrel_result handler(void *userdata, kestrel_request *req, kestrel_resp
     kestrel_str path = kestrel_request_path(req);
     if (str_eq(path, "/read")) return route_read(req, res);
     if (str_eq(path, "/write")) return route_write(req, res);
+    if (str_eq(path, "/overshoot")) return route_overshoot(req, res);
     if (str_eq(path, "/defer")) return route_defer(req, res);
     if (str_eq(path, "/error")) return route_error(req, res);
     return route_hello(req, res);
@@ -270,6 +317,7 @@ int main(void) {
     test_simple();
     test_read_async();
     test_writable();
+    test_overshoot();
     test_defer();
 
     size_t aborted = 99;

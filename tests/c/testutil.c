@@ -152,7 +152,7 @@ int server_port(const kestrel_server *server, size_t index) {
     char url[256];
     if (kestrel_server_address(server, index, url, sizeof url, NULL) != KESTREL_OK) return -1;
     const char *colon = strrchr(url, ':');
-    if (!colon || strncmp(url, "http://", 7) != 0) return -1;
+    if (!colon || (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) return -1;
     return atoi(colon + 1);
 }
 

@@ -81,7 +81,7 @@ const char *str_c(kestrel_str s, char *buf, size_t len);
 /* Options for a test server: 127.0.0.1:0 (unless urls is NULL: no endpoint), 1 I/O thread,
  * `pool` handler threads (0: leave the default). */
 kestrel_options *test_options(const char *urls, unsigned pool);
-/* The TCP port of the server's `index`-th address (http://127.0.0.1:PORT), or -1. */
+/* The TCP port of the server's `index`-th address (http://127.0.0.1:PORT or https://...), or -1. */
 int server_port(const kestrel_server *server, size_t index);
 
 #define LIT(s) (const uint8_t *)(s), (sizeof(s) - 1)
