@@ -1,0 +1,48 @@
+# kestrelConfigVersion.cmake: the version of the kestrel package, read from the
+# KESTREL_VERSION_STRING macro of the kestrel.h that kestrelConfig.cmake would use. Before 1.0 a
+# request is met by the same major.minor at the same or a later patch; from 1.0 on, by the same
+# major version at the same or a later version.
+
+include("${CMAKE_CURRENT_LIST_DIR}/kestrel-locate.cmake")
+
+set(PACKAGE_VERSION "")
+set(_kestrel_header "")
+if(KESTREL_INCLUDE_DIR AND EXISTS "${KESTREL_INCLUDE_DIR}/kestrel.h")
+  set(_kestrel_header "${KESTREL_INCLUDE_DIR}/kestrel.h")
+else()
+  foreach(_kestrel_root IN LISTS _kestrel_roots)
+    if(EXISTS "${_kestrel_root}/include/kestrel.h")
+      set(_kestrel_header "${_kestrel_root}/include/kestrel.h")
+      break()
+    endif()
+  endforeach()
+endif()
+if(_kestrel_header)
+  file(STRINGS "${_kestrel_header}" _kestrel_line REGEX "^#define KESTREL_VERSION_STRING \"[^\"]*\"")
+  string(REGEX REPLACE ".*\"([^\"]*)\".*" "\\1" PACKAGE_VERSION "${_kestrel_line}")
+endif()
+
+if(PACKAGE_VERSION STREQUAL "")
+  set(PACKAGE_VERSION "0")
+  set(PACKAGE_VERSION_UNSUITABLE TRUE)  # no header found: kestrelConfig.cmake says why
+elseif(NOT PACKAGE_FIND_VERSION)
+  set(PACKAGE_VERSION_COMPATIBLE TRUE)
+else()
+  string(REGEX MATCH "^([0-9]+)\\.([0-9]+)" _kestrel_mm "${PACKAGE_VERSION}")
+  set(_kestrel_major "${CMAKE_MATCH_1}")
+  set(_kestrel_minor "${CMAKE_MATCH_2}")
+  if(PACKAGE_VERSION VERSION_LESS PACKAGE_FIND_VERSION)
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+  elseif(NOT _kestrel_major STREQUAL PACKAGE_FIND_VERSION_MAJOR)
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+  elseif(_kestrel_major STREQUAL "0" AND NOT _kestrel_minor STREQUAL PACKAGE_FIND_VERSION_MINOR)
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+  else()
+    set(PACKAGE_VERSION_COMPATIBLE TRUE)
+    if(PACKAGE_VERSION VERSION_EQUAL PACKAGE_FIND_VERSION)
+      set(PACKAGE_VERSION_EXACT TRUE)
+    endif()
+  endif()
+endif()
+unset(_kestrel_header)
+unset(_kestrel_line)
