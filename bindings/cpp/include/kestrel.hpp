@@ -696,33 +696,17 @@ public:
     void write(const void* data, std::size_t len) {
         write(std::string_view(static_cast<const char*>(data), len));
     }
-    /// Writes as much of `data` as the response buffer takes without waiting and returns the
-    /// number of bytes written: all of them off I/O threads (where it waits like write). On an I/O
-    /// thread (INLINE), fewer than `data.size()` means the buffer is full: register on_writable
-    /// and write the rest from there.
-    ///
-    /// The buffer is filled to the last byte before this gives up, because a write that the
-    /// library refuses for lack of room while the buffer is not full would make on_writable call
-    /// back at once, again and again (kestrel_response_write accepts a write only if all of it
-    /// fits; kestrel_response_on_writable calls back as soon as one byte fits).
+    /// Writes `data` unless that would wait, and returns the number of bytes written: all of them
+    /// off I/O threads (where it waits like write). On an I/O thread (INLINE) the library takes a
+    /// write whole while its response buffer is not full, so this returns `data.size()`, or 0 when
+    /// the buffer is full: register on_writable (same "not full" test) and write from there.
     std::size_t try_write(std::string_view data) {
-        kestrel_response* rs = live("kestrel_response_write");
-        std::size_t written = 0;
-        std::size_t piece = data.size();
-        while (written < data.size()) {
-            piece = std::min(piece, data.size() - written);
-            kestrel_result rc = kestrel_response_write(rs, detail::bytes(data) + written, piece);
-            if (rc == KESTREL_OK) {
-                written += piece;
-            } else if (rc != KESTREL_WOULD_BLOCK) {
-                detail::raise(rc, "kestrel_response_write");
-            } else if (piece == 1) {
-                break;  // not one byte fits: the buffer is full
-            } else {
-                piece /= 2;
-            }
+        kestrel_result rc = kestrel_response_write(live("kestrel_response_write"), detail::bytes(data), data.size());
+        if (rc == KESTREL_WOULD_BLOCK) {
+            return 0;
         }
-        return written;
+        detail::check(rc, "kestrel_response_write");
+        return data.size();
     }
     std::size_t try_write(const void* data, std::size_t len) {
         return try_write(std::string_view(static_cast<const char*>(data), len));
