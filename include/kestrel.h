@@ -62,7 +62,12 @@ typedef struct kestrel_options kestrel_options;
  * A request being served. The same allocation backs the request's `kestrel_response` (see
  * `kestrel_request_response`). In a handler it is valid until the later of the callback's return
  * and the response's completion; from `kestrel_server_next_request` until the response is
- * completed. Any thread may use it while it is valid.
+ * completed. Any thread may use it while it is valid. A completing call (`send`, `send_owned`,
+ * `send_file`, `send_fd`, `end`, `fail`) that returns `KESTREL_OK`, `KESTREL_CANCELLED` or
+ * `KESTREL_ALREADY_COMPLETED` has completed the request; other codes leave it open. A blocking
+ * `kestrel_request_read`, `kestrel_response_write` or `kestrel_response_flush` may overlap a
+ * completing call made on another thread: the handle then stays valid until that call returns
+ * (with `KESTREL_CANCELLED` if the completion cut it short).
  */
 typedef struct kestrel_request kestrel_request;
 

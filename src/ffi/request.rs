@@ -16,7 +16,12 @@ use crate::options::{Handler, HandlerError};
 /// A request being served. The same allocation backs the request's `kestrel_response` (see
 /// `kestrel_request_response`). In a handler it is valid until the later of the callback's return
 /// and the response's completion; from `kestrel_server_next_request` until the response is
-/// completed. Any thread may use it while it is valid.
+/// completed. Any thread may use it while it is valid. A completing call (`send`, `send_owned`,
+/// `send_file`, `send_fd`, `end`, `fail`) that returns `KESTREL_OK`, `KESTREL_CANCELLED` or
+/// `KESTREL_ALREADY_COMPLETED` has completed the request; other codes leave it open. A blocking
+/// `kestrel_request_read`, `kestrel_response_write` or `kestrel_response_flush` may overlap a
+/// completing call made on another thread: the handle then stays valid until that call returns
+/// (with `KESTREL_CANCELLED` if the completion cut it short).
 pub struct kestrel_request {
     exchange: Exchange,
     /// One reference for the handler callback (while it runs), one for "not yet completed".
@@ -147,6 +152,35 @@ pub(crate) unsafe fn complete(
         unsafe { release(handle) };
     }
     code
+}
+
+/// A reference held for the length of one call that may block (a body read, a streamed write), so
+/// that a completion from another thread meanwhile cannot free the handle under it.
+pub(crate) struct CallRef(*const kestrel_request);
+
+impl CallRef {
+    /// Takes the reference.
+    ///
+    /// # Safety
+    /// `handle` must be non-NULL and live (the host's promise for every call).
+    pub(crate) unsafe fn take(handle: *const kestrel_request) -> CallRef {
+        // SAFETY: the caller's promise.
+        unsafe { &*handle }.refs.fetch_add(1, Ordering::Relaxed);
+        CallRef(handle)
+    }
+
+    /// The exchange, alive as long as this reference.
+    pub(crate) fn exchange(&self) -> &Exchange {
+        // SAFETY: the reference we hold keeps the handle alive.
+        unsafe { &(*self.0).exchange }
+    }
+}
+
+impl Drop for CallRef {
+    fn drop(&mut self) {
+        // SAFETY: drops the reference taken in CallRef::take.
+        unsafe { release(self.0) };
+    }
 }
 
 pub(crate) unsafe fn exchange<'a>(request: *const kestrel_request) -> &'a Exchange {
@@ -467,7 +501,9 @@ pub unsafe extern "C" fn kestrel_request_read(
         }
         // SAFETY: the caller promises `len` writable bytes at `buf`.
         let slice = unsafe { std::slice::from_raw_parts_mut(buf, len) };
-        match unsafe { exchange(request) }.read(slice) {
+        // May block; a completion from another thread meanwhile must not free the handle.
+        let call = unsafe { CallRef::take(request) };
+        match call.exchange().read(slice) {
             Ok(n) => {
                 unsafe { *read = n };
                 KESTREL_OK

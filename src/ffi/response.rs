@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 
 use bytes::Bytes;
 
-use super::request::{complete, exchange, kestrel_request};
+use super::request::{complete, exchange, kestrel_request, CallRef};
 use super::{
     bytes, check_null, ffi_panic_boundary, kestrel_result, null_argument, result, set_last_error,
     SendUserdata, KESTREL_INVALID_ARGUMENT,
@@ -214,7 +214,9 @@ pub unsafe extern "C" fn kestrel_response_write(
     ffi_panic_boundary! {
         check_null!(response);
         let Some(data) = (unsafe { bytes(data, len) }) else { return null_argument("data") };
-        result(unsafe { exchange(req(response)) }.write(data))
+        // May block; a completion from another thread meanwhile must not free the handle.
+        let call = unsafe { CallRef::take(req(response)) };
+        result(call.exchange().write(data))
     }
 }
 
@@ -251,7 +253,8 @@ pub unsafe extern "C" fn kestrel_response_on_writable(
 pub unsafe extern "C" fn kestrel_response_flush(response: *mut kestrel_response) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(response);
-        result(unsafe { exchange(req(response)) }.flush())
+        let call = unsafe { CallRef::take(req(response)) };
+        result(call.exchange().flush())
     }
 }
 

@@ -25,6 +25,21 @@ static void *answer_from_thread(void *arg) {
     return NULL;
 }
 
+/* A read blocked on a body that never comes, while another thread completes the request. */
+static int overlap_got;
+static kestrel_result overlap_rc = 999;
+static void *read_until_error(void *arg) {
+    kestrel_request *req = arg;
+    char buf[64];
+    size_t n = 0;
+    kestrel_result rc;
+    while ((rc = kestrel_request_read(req, (uint8_t *)buf, sizeof buf, &n)) == KESTREL_OK && n > 0) {
+        atomic_inc(&overlap_got);
+    }
+    overlap_rc = rc;
+    return NULL;
+}
+
 static kestrel_result waiter_rc = 999;
 static void *wait_forever(void *arg) {
     (void)arg;
@@ -103,6 +118,27 @@ int main(void) {
     pthread_join(thread, NULL);
     CHECK(r.status == 200 && r.chunked && r.complete && strcmp(r.body, "from a host thread") == 0);
     http_response_free(&r);
+
+    /* A blocking read overlapping a completion from another thread: the handle stays valid until
+     * the read returns (valgrind would report the use after free otherwise). */
+    fd = http_connect(port);
+    REQUIRE(fd >= 0);
+    send_str(fd, "POST /overlap HTTP/1.1\r\nHost: pull\r\nContent-Length: 100\r\n\r\nfirst");
+    req = NULL;
+    CHECK_RC(kestrel_server_next_request(server, WAIT_MS, &req), KESTREL_OK);
+    REQUIRE(req != NULL);
+    pthread_t reader;
+    REQUIRE(pthread_create(&reader, NULL, read_until_error, req) == 0);
+    for (int i = 0; i < 500 && atomic_get(&overlap_got) == 0; i++) sleep_ms(10);
+    CHECK(atomic_get(&overlap_got) == 1);
+    sleep_ms(50); /* the reader is now blocked waiting for the rest of the body */
+    CHECK_RC(kestrel_response_fail(kestrel_request_response(req)), KESTREL_OK);
+    http_read_one(fd, &r);
+    CHECK(r.status == 500);
+    http_response_free(&r);
+    close(fd); /* the body never comes: the blocked read ends */
+    pthread_join(reader, NULL);
+    CHECK(overlap_rc == KESTREL_CANCELLED);
 
     /* A request in flight at stop: aborted; completing it reports KESTREL_CANCELLED. */
     fd = http_connect(port);
