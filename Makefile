@@ -16,7 +16,7 @@ DEMO_ARGS  ?=
 export PATH := $(HOME)/.cargo/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: all lib demo run test test-deps lint test-rust test-header test-c test-python test-h2spec \
-        test-h2spec-tls test-cpp bench bench-tls clean
+        test-h2spec-tls test-cpp test-dotnet bench bench-tls clean
 
 all: lib demo
 
@@ -32,7 +32,8 @@ examples-c/%: examples-c/%.c include/kestrel.h $(RELEASE)/libkestrel.so
 run: demo
 	./examples-c/demo $(DEMO_ARGS)
 
-SUITES := lint test-rust test-header test-c test-python test-h2spec test-h2spec-tls test-cpp
+SUITES := lint test-rust test-header test-c test-python test-h2spec test-h2spec-tls test-cpp \
+          test-dotnet
 
 # make stops at the first failing suite, so the last line is printed only when all passed.
 test: test-deps demo $(SUITES)
@@ -69,6 +70,10 @@ test-h2spec-tls: demo
 # The C++ binding: GoogleTest (plain, valgrind, ASan), examples, CMake and pkg-config use.
 test-cpp: lib
 	bash bindings/cpp/run-tests.sh
+
+# The .NET binding under Mono (installed from Debian if missing): its test program and example.
+test-dotnet: lib
+	bash bindings/dotnet/run-tests.sh
 
 bench: demo
 	bash bench/run.sh
