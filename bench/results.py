@@ -71,10 +71,9 @@ def parse_h2load(text):
     m = re.search(r"^time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text, re.M)
     if m:
         rec["mean_us"] = to_us(m.group(3))
-    # Debian's h2load silently falls back to HTTP/1.1 if h2c is refused.
+    # Checked against the load in cmd_add: Debian's h2load silently falls back to HTTP/1.1.
     m = re.search(r"^Application protocol: (\S+)", text, re.M)
-    if m and m.group(1) != "h2c":
-        rec["problems"].append(f"protocol {m.group(1)} (not h2c)")
+    rec["protocol"] = m.group(1) if m else None
     return rec
 
 
@@ -118,6 +117,11 @@ def cmd_add(jsonl, tool, path, pairs):
     rec = {"wrk": parse_wrk, "h2load": parse_h2load, "idle": parse_idle}[tool](text)
     rec.update(kv(pairs))
     rec["kind"] = "idle" if tool == "idle" else "load"
+    if tool == "h2load":
+        # h2c on cleartext loads, h2 (ALPN) on the TLS load "h2".
+        want = "h2" if rec.get("load") == "h2" else "h2c"
+        if rec.get("protocol") != want:
+            rec["problems"].append(f"protocol {rec.get('protocol')} (not {want})")
     # Warnings explain a figure; problems (errors) make run.sh fail.
     rec["warnings"] = []
     if rec["kind"] == "load" and rec.get("cli_cpu", 0) >= 95:
@@ -190,9 +194,9 @@ def cmd_report(jsonl, pairs):
         }
 
     out += ["## Throughput", "",
-            "| load | server | req/s | p99 | RSS | HWM | srv CPU | cli CPU "
-            "| vs hyper | vs nginx | notes |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
+            "| load | server | req/s | p99 | RSS | HWM | srv CPU | cli CPU | req/s per srv core "
+            "| vs hyper | vs nginx | per core vs nginx | notes |",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"]
     for load in load_order:
         for server in server_order:
             s = summary.get((load, server))
@@ -207,10 +211,17 @@ def cmd_report(jsonl, pairs):
                 f"mean {fmt_us(s['mean'])}" if s["mean"] is not None else "n/a")
             rps = f"{s['rps']:,.0f}" if s["rps"] is not None else "FAILED"
             cpu = lambda v: "–" if v is None else f"{v:.0f}%"  # noqa: E731
+            # Throughput per core of server CPU: what a client-bound run still tells about
+            # the server's cost per request.
+            per_core = lambda x: (x["rps"] * 100 / x["srv_cpu"]  # noqa: E731
+                                  if x and x["rps"] and x["srv_cpu"] else None)
+            pc, pc_nginx = per_core(s), per_core(summary.get((load, "nginx")))
+            pc_ratio = f"{pc / pc_nginx:.2f}×" if pc and pc_nginx else "–"
             out.append(
                 f"| {load} | {server} | {rps} | {lat} | {fmt_kib(s['rss'])} "
                 f"| {fmt_kib(s['hwm'])} | {cpu(s['srv_cpu'])} | {cpu(s['cli_cpu'])} "
-                f"| {ratios[0]} | {ratios[1]} | {'; '.join(s['problems'])} |")
+                f"| {f'{pc:,.0f}' if pc else '–'} "
+                f"| {ratios[0]} | {ratios[1]} | {pc_ratio} | {'; '.join(s['problems'])} |")
 
     idle = [r for r in recs if r["kind"] == "idle"]
     if idle:
