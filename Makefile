@@ -16,7 +16,7 @@ DEMO_ARGS  ?=
 export PATH := $(HOME)/.cargo/bin:$(HOME)/go/bin:$(PATH)
 
 .PHONY: all lib demo run test test-deps lint test-rust test-header test-c test-python test-h2spec \
-        test-h2spec-tls test-cpp test-dotnet bench bench-tls clean
+        test-h2spec-tls test-cpp test-dotnet test-python-binding bench bench-tls clean
 
 all: lib demo
 
@@ -33,7 +33,7 @@ run: demo
 	./examples-c/demo $(DEMO_ARGS)
 
 SUITES := lint test-rust test-header test-c test-python test-h2spec test-h2spec-tls test-cpp \
-          test-dotnet
+          test-dotnet test-python-binding
 
 # make stops at the first failing suite, so the last line is printed only when all passed.
 test: test-deps demo $(SUITES)
@@ -74,6 +74,11 @@ test-cpp: lib
 # The .NET binding under Mono (installed from Debian if missing): its test program and example.
 test-dotnet: lib
 	bash bindings/dotnet/run-tests.sh
+
+# The Python binding: pip-installs it into a venv (building and bundling the library), then
+# pytest with real Flask, Starlette and FastAPI apps.
+test-python-binding: lib
+	bash bindings/python/run-tests.sh
 
 bench: demo
 	bash bench/run.sh
