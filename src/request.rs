@@ -130,9 +130,11 @@ impl RequestHead {
         self.uri.query().unwrap_or("")
     }
 
-    /// The request target as sent: `/path?query` (origin form), or the absolute URL, or `*`.
+    /// The request target as sent: `/path?query` (origin form), or the absolute URL, or `*`. On
+    /// HTTP/2 and later it is the `:path` pseudo-header (the scheme and authority travel apart).
     pub fn target(&self) -> &str {
-        if self.uri.scheme().is_none() {
+        let has_path_pseudo_header = matches!(self.version, Version::HTTP_2 | Version::HTTP_3);
+        if self.uri.scheme().is_none() || has_path_pseudo_header {
             if let Some(pq) = self.uri.path_and_query() {
                 return pq.as_str();
             }

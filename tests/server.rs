@@ -115,6 +115,7 @@ fn h2c_prior_knowledge_and_http11_share_the_endpoint() {
     let (_server, addr) = serve(DispatchMode::Pool, |ex: Exchange| {
         let version = ex.request().version();
         ex.add_trailer(b"x-version", version.as_bytes())?;
+        ex.add_trailer(b"x-target", ex.request().target().as_bytes())?;
         ex.write(version.as_bytes())?;
         ex.end()?;
         Ok(())
@@ -141,6 +142,8 @@ fn h2c_prior_knowledge_and_http11_share_the_endpoint() {
                 let collected = resp.into_body().collect().await.unwrap();
                 let trailers = collected.trailers().cloned().expect("HTTP/2 trailers");
                 assert_eq!(trailers["x-version"], "HTTP/2");
+                // The :path pseudo-header, not the absolute URL hyper builds from it.
+                assert_eq!(trailers["x-target"], format!("/s/{i}").as_str());
                 assert_eq!(collected.to_bytes(), "HTTP/2");
             }));
         }
