@@ -65,7 +65,7 @@ test-h2spec: demo
 
 # h2spec over TLS (ALPN h2) with a generated certificate.
 test-h2spec-tls: demo
-	bash tests/h2spec-tls.sh
+	bash tests/h2spec.sh --tls
 
 # The C++ binding: GoogleTest (plain, valgrind, ASan), examples, CMake and pkg-config use.
 test-cpp: lib

@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
-# HTTP/2 conformance: runs h2spec (h2c with prior knowledge) against examples-c/demo.
+# HTTP/2 conformance: runs h2spec against examples-c/demo, over h2c with prior knowledge, or with
+# --tls over TLS (`h2spec -t -k`: ALPN h2, certificate not verified).
 #
-# The demo serves an HTTP/2-only cleartext endpoint (--protocols http2) and h2spec requests
-# /drain, which reads the whole request before answering. (On the default mixed endpoint, h2spec
-# 3.5/2's invalid preface is an HTTP/1.1 request like any other and is answered 400; and a handler
-# that answers before the request ends races h2spec's later frames, which RFC 9113 allows.)
+# The demo serves an HTTP/2-only endpoint (--protocols http2) and h2spec requests /drain, which
+# reads the whole request before answering. (On a cleartext mixed endpoint, h2spec 3.5/2's invalid
+# preface is an HTTP/1.1 request like any other and is answered 400; and a handler that answers
+# before the request ends races h2spec's later frames, which RFC 9113 allows.) With --tls,
+# H2SPEC_PROTOCOLS=http1and2 runs against the mixed endpoint instead, where ALPN picks h2; the
+# certificate is a test CA-signed ECDSA one made by tests/tls/make-certs.sh into the work dir
+# (H2SPEC_DEV_CERT=1 serves the demo's in-memory development certificate instead).
 #
-#   bash tests/h2spec.sh [extra h2spec args...]
+#   bash tests/h2spec.sh [--tls] [extra h2spec args...]
 #
-# Starts the demo on a free port of 127.0.0.1, runs h2spec, prints its summary, stops the demo
-# with SIGINT (it must exit 0), and exits with h2spec's status (or non-zero if the demo misbehaved).
-# The JUnit report is kept at $H2SPEC_REPORT_DIR/h2spec.xml (default: a temp dir, path printed).
+# Starts the demo on a free port of 127.0.0.1, runs h2spec, prints every failed case and the
+# totals, stops the demo with SIGINT (it must exit 0), and exits with h2spec's status (or non-zero
+# if the demo misbehaved). The JUnit report is kept at $H2SPEC_REPORT_DIR/$NAME.xml (NAME is
+# h2spec or h2spec-tls; default: a temp dir, path printed).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEMO="$ROOT/examples-c/demo"
 H2SPEC_TIMEOUT="${H2SPEC_TIMEOUT:-5}"
+PROTOCOLS="${H2SPEC_PROTOCOLS:-http2}"
+TLS=0
+if [[ "${1:-}" == --tls ]]; then
+    TLS=1
+    shift
+fi
+NAME=h2spec
+SCHEME=http
+TLS_FLAGS=()
+if (( TLS )); then
+    NAME=h2spec-tls
+    SCHEME=https
+    TLS_FLAGS=(-t -k)
+else
+    PROTOCOLS=http2
+fi
 
-die() { echo "h2spec.sh: $*" >&2; exit 2; }
+die() { echo "$NAME: $*" >&2; exit 2; }
 
 [[ -x "$DEMO" ]] || die "$DEMO is missing: run 'make demo' first"
 
@@ -28,7 +49,7 @@ if [[ -z "$H2SPEC" ]]; then
 fi
 [[ -n "$H2SPEC" ]] || die "h2spec not found (go install github.com/summerwind/h2spec/cmd/h2spec@master)"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/kestrel-h2spec.XXXXXX")"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/kestrel-$NAME.XXXXXX")"
 REPORT_DIR="${H2SPEC_REPORT_DIR:-$WORK}"
 mkdir -p "$REPORT_DIR"
 DEMO_OUT="$WORK/demo.out"
@@ -45,6 +66,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+if (( ! TLS )); then
+    CERT_ARGS=()
+    CERT_DESC="cleartext"
+elif [[ "${H2SPEC_DEV_CERT:-0}" == 1 ]]; then
+    CERT_ARGS=()
+    CERT_DESC="the development certificate"
+else
+    command -v openssl >/dev/null || die "openssl is needed to make the certificate (or set H2SPEC_DEV_CERT=1)"
+    bash "$ROOT/tests/tls/make-certs.sh" "$WORK/certs" >"$WORK/make-certs.log" 2>&1 \
+        || { cat "$WORK/make-certs.log" >&2; die "make-certs.sh failed"; }
+    CERT_ARGS=(--cert "$WORK/certs/localhost-ec.crt" --key "$WORK/certs/localhost-ec.key")
+    CERT_DESC="$WORK/certs/localhost-ec.crt (ECDSA P-256, test CA)"
+fi
+
 # A free port: bind port 0, read it, release it. The demo then binds it by number (it sets
 # SO_REUSEADDR); retry a few times in the unlikely case something else grabs it in between.
 free_port() {
@@ -54,31 +89,31 @@ free_port() {
 PORT=
 for attempt in 1 2 3; do
     PORT="$(free_port)" || die "could not find a free port"
-    "$DEMO" --urls "http://127.0.0.1:$PORT" --protocols http2 >"$DEMO_OUT" 2>"$DEMO_ERR" &
+    "$DEMO" --urls "$SCHEME://127.0.0.1:$PORT" --protocols "$PROTOCOLS" "${CERT_ARGS[@]}" >"$DEMO_OUT" 2>"$DEMO_ERR" &
     DEMO_PID=$!
     # Wait (at most 10 s) for the `listening on` line.
     for _ in $(seq 1 100); do
-        grep -q "^listening on http://127.0.0.1:$PORT\$" "$DEMO_OUT" 2>/dev/null && break
+        grep -q "^listening on $SCHEME://127.0.0.1:$PORT\$" "$DEMO_OUT" 2>/dev/null && break
         kill -0 "$DEMO_PID" 2>/dev/null || break
         sleep 0.1
     done
-    if grep -q "^listening on http://127.0.0.1:$PORT\$" "$DEMO_OUT"; then
+    if grep -q "^listening on $SCHEME://127.0.0.1:$PORT\$" "$DEMO_OUT"; then
         break
     fi
     wait "$DEMO_PID" 2>/dev/null
-    echo "h2spec.sh: demo did not start on port $PORT (attempt $attempt):" >&2
+    echo "$NAME: demo did not start on port $PORT (attempt $attempt):" >&2
     cat "$DEMO_ERR" >&2
     DEMO_PID=
 done
 [[ -n "$DEMO_PID" ]] || die "the demo never started"
-echo "h2spec.sh: demo (pid $DEMO_PID) listening on http://127.0.0.1:$PORT; h2spec: $H2SPEC ($("$H2SPEC" --version 2>&1 | head -1))"
+echo "$NAME: demo (pid $DEMO_PID) listening on $SCHEME://127.0.0.1:$PORT (--protocols $PROTOCOLS, $CERT_DESC); h2spec: $H2SPEC ($("$H2SPEC" --version 2>&1 | head -1))"
 
-REPORT="$REPORT_DIR/h2spec.xml"
-OUT="$WORK/h2spec.out"
+REPORT="$REPORT_DIR/$NAME.xml"
+OUT="$WORK/$NAME.out"
 # Bounded: h2spec's own per-case timeout is $H2SPEC_TIMEOUT s; the whole run gets 5 minutes.
-timeout 300 "$H2SPEC" -h 127.0.0.1 -p "$PORT" -P /drain -o "$H2SPEC_TIMEOUT" -j "$REPORT" "$@" >"$OUT" 2>&1
+timeout 300 "$H2SPEC" "${TLS_FLAGS[@]}" -h 127.0.0.1 -p "$PORT" -P /drain -o "$H2SPEC_TIMEOUT" -j "$REPORT" "$@" >"$OUT" 2>&1
 STATUS=$?
-[[ $STATUS -eq 124 ]] && echo "h2spec.sh: h2spec timed out after 300 s" >&2
+[[ $STATUS -eq 124 ]] && echo "$NAME: h2spec timed out after 300 s" >&2
 
 # The summary: every failed case with its explanation, then the totals line.
 if grep -q "^Failures:" "$OUT"; then
@@ -86,7 +121,13 @@ if grep -q "^Failures:" "$OUT"; then
 else
     tail -n 3 "$OUT"
 fi
-echo "h2spec.sh: JUnit report: $REPORT; full output: $OUT"
+# h2spec exits 0 when it could not connect at all (e.g. a TLS failure): require a totals line.
+if ! grep -Eq '^[0-9]+ tests, [0-9]+ passed' "$OUT"; then
+    echo "$NAME: h2spec printed no totals; its output:" >&2
+    cat "$OUT" >&2
+    [[ $STATUS -eq 0 ]] && STATUS=4
+fi
+echo "$NAME: JUnit report: $REPORT; full output: $OUT"
 
 # Stop the demo gracefully: it must exit 0 within 10 s.
 kill -INT "$DEMO_PID"
@@ -100,14 +141,14 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 if [[ -z "$DEMO_STATUS" ]]; then
-    echo "h2spec.sh: the demo did not exit within 10 s of SIGINT" >&2
+    echo "$NAME: the demo did not exit within 10 s of SIGINT" >&2
     [[ $STATUS -eq 0 ]] && STATUS=3
 elif [[ "$DEMO_STATUS" -ne 0 ]]; then
-    echo "h2spec.sh: the demo exited $DEMO_STATUS after SIGINT:" >&2
+    echo "$NAME: the demo exited $DEMO_STATUS after SIGINT:" >&2
     cat "$DEMO_ERR" >&2
     [[ $STATUS -eq 0 ]] && STATUS=3
 fi
 DEMO_PID=
 # Keep the full output next to the report when the report dir is the temp dir.
-[[ "$REPORT_DIR" == "$WORK" ]] || cp "$OUT" "$REPORT_DIR/h2spec.out"
+[[ "$REPORT_DIR" == "$WORK" ]] || cp "$OUT" "$REPORT_DIR/$NAME.out"
 exit "$STATUS"
