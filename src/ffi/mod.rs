@@ -282,6 +282,29 @@ pub(crate) unsafe fn copy_out(
     KESTREL_OK
 }
 
+/// [`copy_out`] for API outputs (not the last-error text itself): a truncation also records why,
+/// naming `what` was copied.
+///
+/// # Safety
+/// As for [`copy_out`].
+pub(crate) unsafe fn copy_out_named(
+    what: &str,
+    text: &[u8],
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> kestrel_result {
+    // SAFETY: the caller's promises, passed on.
+    let code = unsafe { copy_out(text, buf, len, written) };
+    if code != KESTREL_OK {
+        set_last_error(format!(
+            "{what} needs {} bytes plus NUL; the buffer has {len}",
+            text.len()
+        ));
+    }
+    code
+}
+
 /// The library version, e.g. `"0.1.0"`: a static NUL-terminated string.
 #[no_mangle]
 pub extern "C" fn kestrel_version() -> *const c_char {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::options::{kestrel_options, take_options};
 use super::request::{kestrel_request, new_handle};
 use super::{
-    check_null, copy_out, fail, ffi_panic_boundary, kestrel_result, result, set_last_error,
+    check_null, copy_out_named, fail, ffi_panic_boundary, kestrel_result, result, set_last_error,
     KESTREL_NOT_FOUND, KESTREL_OK,
 };
 use crate::server::Server;
@@ -89,11 +89,7 @@ pub unsafe extern "C" fn kestrel_server_address(
             set_last_error(format!("address index {index} is out of range (there are {})", addresses.len()));
             return KESTREL_NOT_FOUND;
         };
-        let code = unsafe { copy_out(address.as_bytes(), buf, len, written) };
-        if code != KESTREL_OK {
-            set_last_error(format!("the address needs {} bytes plus NUL; the buffer has {len}", address.len()));
-        }
-        code
+        unsafe { copy_out_named("the address", address.as_bytes(), buf, len, written) }
     }
 }
 

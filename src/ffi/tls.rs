@@ -10,7 +10,7 @@ use super::options::{kestrel_options, kestrel_protocols, protocols_from};
 use super::request::kestrel_request;
 use super::server::{kestrel_server, server_ref};
 use super::{
-    bytes, check_null, copy_out, ffi_panic_boundary, kestrel_result, kestrel_str,
+    bytes, check_null, copy_out_named, ffi_panic_boundary, kestrel_result, kestrel_str,
     kestrel_userdata_free_fn, null_argument, result, set_last_error, Userdata,
     KESTREL_INVALID_ARGUMENT, KESTREL_NOT_FOUND, KESTREL_OK,
 };
@@ -510,13 +510,7 @@ pub unsafe extern "C" fn kestrel_server_dev_certificate_pem(
     ffi_panic_boundary! {
         check_null!(server, buf);
         match unsafe { server_ref(server) }.dev_certificate() {
-            Some(dev) => {
-                let code = unsafe { copy_out(dev.pem().as_bytes(), buf, len, written) };
-                if code != KESTREL_OK {
-                    set_last_error(format!("the buffer holds {len} bytes; the certificate needs {}", dev.pem().len() + 1));
-                }
-                code
-            }
+            Some(dev) => unsafe { copy_out_named("the certificate", dev.pem().as_bytes(), buf, len, written) },
             None => {
                 set_last_error("the server serves no development certificate".into());
                 KESTREL_NOT_FOUND
