@@ -139,6 +139,43 @@ pub(crate) fn set_last_error(message: String) {
     LAST_ERROR.with(|e| *e.borrow_mut() = message);
 }
 
+/// Records `message` and returns `KESTREL_INVALID_ARGUMENT`.
+pub(crate) fn invalid(message: String) -> kestrel_result {
+    set_last_error(message);
+    KESTREL_INVALID_ARGUMENT
+}
+
+/// The `size` a host set at the start of a versioned view struct (`name` is the argument,
+/// `type_name` the C type, for the message). Every view starts with a `size_t size`.
+///
+/// # Safety
+/// `view` must be non-NULL and point to at least a readable `size_t`.
+pub(crate) unsafe fn view_size<T>(
+    view: *const T,
+    name: &str,
+    type_name: &str,
+) -> Result<usize, kestrel_result> {
+    // SAFETY: the caller's promise; the size field comes first.
+    let size = unsafe { *view.cast::<usize>() };
+    if size < std::mem::size_of::<usize>() {
+        return Err(invalid(format!(
+            "{name}->size is {size}; set it to sizeof({type_name})"
+        )));
+    }
+    Ok(size)
+}
+
+/// Copies the fields of `full` that fit in the host's `size` bytes at `out`, so a host built
+/// against an older, shorter struct keeps working.
+///
+/// # Safety
+/// `out` must point to `size` writable bytes.
+pub(crate) unsafe fn write_view<T: Copy>(out: *mut T, full: &T, size: usize) {
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: at most `size` bytes, which the caller promises are writable.
+    unsafe { std::ptr::copy_nonoverlapping((full as *const T).cast::<u8>(), out.cast::<u8>(), n) };
+}
+
 /// Records the error's text and returns its code.
 pub(crate) fn fail(error: Error) -> kestrel_result {
     let code = match &error {

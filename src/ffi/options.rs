@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::request::{kestrel_request, CHandler};
 use super::response::kestrel_response;
 use super::{
-    bytes, check_null, ffi_panic_boundary, kestrel_result, kestrel_str, kestrel_userdata_free_fn,
-    null_argument, result, Userdata, KESTREL_INVALID_ARGUMENT, KESTREL_OK,
+    bytes, check_null, ffi_panic_boundary, invalid, kestrel_result, kestrel_str,
+    kestrel_userdata_free_fn, null_argument, result, Userdata, KESTREL_OK,
 };
 use crate::endpoint::{EndpointConfig, Protocols};
 use crate::log::LogLevel;
@@ -94,11 +94,6 @@ pub(crate) fn protocols_from(value: kestrel_protocols) -> Option<Protocols> {
         KESTREL_PROTOCOLS_HTTP2 => Some(Protocols::Http2),
         _ => None,
     }
-}
-
-fn invalid(message: String) -> kestrel_result {
-    super::set_last_error(message);
-    KESTREL_INVALID_ARGUMENT
 }
 
 /// Makes options with Kestrel's defaults: `http://localhost:5000` when no endpoint is added, one

@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 
 use super::response::kestrel_response;
 use super::{
-    bytes, check_null, fail, ffi_panic_boundary, kestrel_result, kestrel_result_name, kestrel_str,
-    kestrel_userdata_free_fn, null_argument, set_last_error, SendUserdata, Userdata,
-    KESTREL_INVALID_ARGUMENT, KESTREL_NOT_FOUND, KESTREL_OK,
+    bytes, check_null, fail, ffi_panic_boundary, invalid, kestrel_result, kestrel_result_name,
+    kestrel_str, kestrel_userdata_free_fn, null_argument, set_last_error, view_size, write_view,
+    SendUserdata, Userdata, KESTREL_NOT_FOUND, KESTREL_OK,
 };
 use crate::exchange::Exchange;
 use crate::options::{Handler, HandlerError};
@@ -449,11 +449,10 @@ pub unsafe extern "C" fn kestrel_request_get_head(
 ) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(request, head);
-        let caller_size = unsafe { (*head).size };
-        if caller_size < std::mem::size_of::<usize>() {
-            set_last_error(format!("head->size is {caller_size}; set it to sizeof(kestrel_request_head)"));
-            return KESTREL_INVALID_ARGUMENT;
-        }
+        let caller_size = match unsafe { view_size(head, "head", "kestrel_request_head") } {
+            Ok(size) => size,
+            Err(code) => return code,
+        };
         let handle = unsafe { &*request };
         let r = handle.exchange.request();
         let views = handle.header_views();
@@ -473,9 +472,7 @@ pub unsafe extern "C" fn kestrel_request_get_head(
             headers: views.as_ptr(),
             header_count: views.len(),
         };
-        let n = caller_size.min(std::mem::size_of::<kestrel_request_head>());
-        // SAFETY: the caller promises `caller_size` writable bytes at `head`; we write at most that.
-        unsafe { std::ptr::copy_nonoverlapping((&full as *const kestrel_request_head).cast::<u8>(), head.cast::<u8>(), n) };
+        unsafe { write_view(head, &full, caller_size) };
         KESTREL_OK
     }
 }
@@ -496,8 +493,7 @@ pub unsafe extern "C" fn kestrel_request_read(
         check_null!(request, buf, read);
         if len == 0 {
             // A 0-byte read would look like the end of the body.
-            set_last_error("len must not be 0".into());
-            return KESTREL_INVALID_ARGUMENT;
+            return invalid("len must not be 0".into());
         }
         // SAFETY: the caller promises `len` writable bytes at `buf`.
         let slice = unsafe { std::slice::from_raw_parts_mut(buf, len) };
@@ -538,8 +534,7 @@ pub unsafe extern "C" fn kestrel_request_read_async(
         check_null!(request, buf);
         let Some(callback) = callback else { return null_argument("callback") };
         if len == 0 {
-            set_last_error("len must not be 0".into());
-            return KESTREL_INVALID_ARGUMENT;
+            return invalid("len must not be 0".into());
         }
         let (target, userdata) = (SendPtr(buf), SendUserdata(userdata));
         let done = Box::new(move |outcome: crate::Result<bytes::Bytes>| {

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::request::{complete, exchange, kestrel_request, CallRef};
 use super::{
-    bytes, check_null, ffi_panic_boundary, kestrel_result, null_argument, result, set_last_error,
-    SendUserdata, KESTREL_INVALID_ARGUMENT,
+    bytes, check_null, ffi_panic_boundary, invalid, kestrel_result, null_argument, result,
+    SendUserdata,
 };
 use crate::error::Error;
 
@@ -326,8 +326,7 @@ pub unsafe extern "C" fn kestrel_response_send_fd(
     ffi_panic_boundary! {
         check_null!(response);
         if fd < 0 {
-            set_last_error(format!("{fd} is not a file descriptor"));
-            return KESTREL_INVALID_ARGUMENT;
+            return invalid(format!("{fd} is not a file descriptor"));
         }
         // SAFETY: the host promises `fd` is open for the duration of this call; we duplicate it.
         let owned = match unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned() {

@@ -10,9 +10,9 @@ use super::options::{kestrel_options, kestrel_protocols, protocols_from};
 use super::request::kestrel_request;
 use super::server::{kestrel_server, server_ref};
 use super::{
-    bytes, check_null, copy_out_named, ffi_panic_boundary, kestrel_result, kestrel_str,
-    kestrel_userdata_free_fn, null_argument, result, set_last_error, Userdata,
-    KESTREL_INVALID_ARGUMENT, KESTREL_NOT_FOUND, KESTREL_OK,
+    bytes, check_null, copy_out_named, ffi_panic_boundary, invalid, kestrel_result, kestrel_str,
+    kestrel_userdata_free_fn, null_argument, result, set_last_error, view_size, write_view,
+    Userdata, KESTREL_NOT_FOUND, KESTREL_OK,
 };
 use crate::tls::{
     CertificateDer, CertificateSelector, CertificateSource, ClientCertificateMode,
@@ -110,11 +110,6 @@ unsafe fn config_mut<'a>(config: *mut kestrel_tls_config) -> &'a mut TlsOptions 
 unsafe fn config_ref<'a>(config: *const kestrel_tls_config) -> &'a TlsOptions {
     // SAFETY: as above.
     unsafe { &(*config).inner }
-}
-
-fn invalid(message: String) -> kestrel_result {
-    set_last_error(message);
-    KESTREL_INVALID_ARGUMENT
 }
 
 /// Reads a UTF-8 argument (`what` names it in the error).
@@ -528,10 +523,10 @@ pub unsafe extern "C" fn kestrel_request_get_tls(
 ) -> kestrel_result {
     ffi_panic_boundary! {
         check_null!(request, info);
-        let caller_size = unsafe { (*info).size };
-        if caller_size < std::mem::size_of::<usize>() {
-            return invalid(format!("info->size is {caller_size}; set it to sizeof(kestrel_tls_info)"));
-        }
+        let caller_size = match unsafe { view_size(info, "info", "kestrel_tls_info") } {
+            Ok(size) => size,
+            Err(code) => return code,
+        };
         let exchange = unsafe { super::request::exchange_of(request) };
         let Some(tls) = exchange.request().connection().tls() else {
             set_last_error("the request did not come over TLS".into());
@@ -547,9 +542,7 @@ pub unsafe extern "C" fn kestrel_request_get_tls(
             peer_subject: view(tls.peer_subject()),
             peer_certificate_count: tls.peer_certificates().len(),
         };
-        let n = caller_size.min(std::mem::size_of::<kestrel_tls_info>());
-        // SAFETY: the caller promises `caller_size` writable bytes at `info`; we write at most that.
-        unsafe { std::ptr::copy_nonoverlapping((&full as *const kestrel_tls_info).cast::<u8>(), info.cast::<u8>(), n) };
+        unsafe { write_view(info, &full, caller_size) };
         KESTREL_OK
     }
 }
