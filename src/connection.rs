@@ -37,14 +37,13 @@ pub(crate) async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote, local)) => {
                     let id = ctx.connection_opened();
+                    let guard = ConnectionGuard(ctx.clone());
                     match &tls {
                         None => {
                             let info = Arc::new(ConnectionInfo::new(id, remote, local, None));
-                            let guard = ConnectionGuard(ctx.clone());
                             tokio::spawn(serve_connection(stream, info, protocols, guard));
                         }
                         Some(tls) => {
-                            let guard = ConnectionGuard(ctx.clone());
                             tokio::spawn(serve_tls(stream, (id, remote, local), tls.clone(), guard));
                         }
                     }
@@ -85,10 +84,9 @@ async fn serve_tls(
     guard: ConnectionGuard,
 ) {
     let ctx = guard.0.clone();
-    let remote_text = remote.to_string();
     let mut phase = ctx.subscribe();
     let handshake = tokio::select! {
-        result = tls.handshake(stream, &remote_text) => result,
+        result = tls.handshake(stream, &remote) => result,
         _ = async { phase.wait_for(|p| *p != Phase::Running).await.map(|_| ()) } => return,
     };
     match handshake {
@@ -103,7 +101,7 @@ async fn serve_tls(
                 "kestrel.tls",
                 "connection {} from {} on {}: {}",
                 id,
-                remote_text,
+                remote,
                 tls.endpoint(),
                 e
             );

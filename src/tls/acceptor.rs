@@ -17,7 +17,7 @@ use super::sni::SniMap;
 use super::{client_auth, ClientHelloInfo, Selection, TlsInfo, TlsOptions, TlsVersion};
 use crate::endpoint::Protocols;
 use crate::error::{Error, Result};
-use crate::transport::Stream;
+use crate::transport::{PeerAddr, Stream};
 
 /// Sessions remembered for resumption by ID (TLS 1.2) per endpoint; tickets need no memory.
 const SESSION_CACHE_SIZE: usize = 4096;
@@ -175,7 +175,7 @@ impl TlsAcceptor {
     pub(crate) async fn handshake(
         &self,
         stream: Stream,
-        remote: &str,
+        remote: &PeerAddr,
     ) -> std::result::Result<Handshake, HandshakeError> {
         match tokio::time::timeout(
             self.handshake_timeout(),
@@ -191,7 +191,7 @@ impl TlsAcceptor {
     async fn handshake_inner(
         &self,
         stream: Stream,
-        remote: &str,
+        remote: &PeerAddr,
     ) -> std::result::Result<Handshake, HandshakeError> {
         let start = LazyConfigAcceptor::new(Acceptor::default(), stream)
             .await
@@ -270,7 +270,7 @@ impl TlsAcceptor {
         &self,
         state: &TlsState,
         server_name: Option<&str>,
-        remote: &str,
+        remote: &PeerAddr,
     ) -> Option<usize> {
         if state.localhost_only {
             return match server_name {
@@ -282,7 +282,8 @@ impl TlsAcceptor {
         let selection = match selector {
             None => Selection::Default,
             Some(selector) => {
-                let (name, remote) = (server_name.map(str::to_owned), remote.to_owned());
+                // Formatted only here: most endpoints have no selector.
+                let (name, remote) = (server_name.map(str::to_owned), remote.to_string());
                 tokio::task::spawn_blocking(move || {
                     selector.select(&ClientHelloInfo {
                         server_name: name.as_deref(),

@@ -46,12 +46,10 @@ pub(crate) async fn watch_files(
         return;
     }
     let files = Arc::new(files);
-    let poll = {
+    // Metadata reads may block (network file systems): off the I/O threads.
+    let poll = move || {
         let files = files.clone();
-        move || {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || stamps(&files))
-        }
+        tokio::task::spawn_blocking(move || stamps(&files))
     };
     let Ok(mut last) = poll().await else { return };
     let mut phase = ctx.subscribe();
