@@ -287,16 +287,7 @@ impl Server {
             prepared.push(acceptor.prepare_reload()?);
         }
         for (acceptor, reload) in running.tls.iter().zip(prepared) {
-            for warning in acceptor.install(reload) {
-                log_at!(running.ctx.logger, Warn, "kestrel.tls", "{}", warning);
-            }
-            log_at!(
-                running.ctx.logger,
-                Info,
-                "kestrel.tls",
-                "{}: certificates reloaded",
-                acceptor.endpoint()
-            );
+            acceptor.install(reload, &running.ctx.logger, "certificates reloaded");
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use super::sni::SniMap;
 use super::{client_auth, ClientHelloInfo, Selection, TlsInfo, TlsOptions, TlsVersion};
 use crate::endpoint::Protocols;
 use crate::error::{Error, Result};
+use crate::log::{log_at, Logger};
 use crate::transport::{PeerAddr, Stream};
 
 /// Sessions remembered for resumption by ID (TLS 1.2) per endpoint; tickets need no memory.
@@ -95,6 +96,12 @@ impl std::fmt::Display for HandshakeError {
     }
 }
 
+fn log_warnings(logger: &Logger, warnings: Vec<String>) {
+    for warning in warnings {
+        log_at!(logger, Warn, "kestrel.tls", "{}", warning);
+    }
+}
+
 /// Certificates read by [`TlsAcceptor::prepare_reload`], not yet in use.
 pub(crate) struct PreparedReload {
     state: TlsState,
@@ -109,13 +116,14 @@ pub(crate) struct Handshake {
 }
 
 impl TlsAcceptor {
-    /// Loads the endpoint's certificates. Blocking (reads files); returns the warnings to log
-    /// (certificates outside their validity period) with the acceptor.
+    /// Loads the endpoint's certificates and logs their warnings (certificates outside their
+    /// validity period). Blocking (reads files).
     pub(crate) fn new(
         origin: CertificateOrigin,
         endpoint: String,
         protocols: Protocols,
-    ) -> Result<(TlsAcceptor, Vec<String>)> {
+        logger: &Logger,
+    ) -> Result<TlsAcceptor> {
         let ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| Error::Tls(format!("cannot make a session ticket key: {e}")))?;
         let setup = Setup {
@@ -127,11 +135,11 @@ impl TlsAcceptor {
             ticketer,
         };
         let (state, warnings) = setup.load()?;
-        let acceptor = TlsAcceptor {
+        log_warnings(logger, warnings);
+        Ok(TlsAcceptor {
             setup,
             state: RwLock::new(Arc::new(state)),
-        };
-        Ok((acceptor, warnings))
+        })
     }
 
     /// Where the endpoint listens, for messages.
@@ -163,12 +171,12 @@ impl TlsAcceptor {
             .map(|(state, warnings)| PreparedReload { state, warnings })
     }
 
-    /// Swaps in reloaded certificates; connections already open keep theirs. Returns warnings to
-    /// log.
-    pub(crate) fn install(&self, reload: PreparedReload) -> Vec<String> {
-        let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(reload.state);
-        reload.warnings
+    /// Swaps in reloaded certificates (connections already open keep theirs), then logs the
+    /// reload's warnings and `done` at info level.
+    pub(crate) fn install(&self, reload: PreparedReload, logger: &Logger, done: &str) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(reload.state);
+        log_warnings(logger, reload.warnings);
+        log_at!(logger, Info, "kestrel.tls", "{}: {}", self.endpoint(), done);
     }
 
     /// Runs one handshake within the endpoint's timeout.

@@ -384,10 +384,7 @@ pub(crate) fn build_layers(
                 acceptor::CertificateOrigin::Development(dev)
             }
         };
-        let (acceptor, warnings) = acceptor::TlsAcceptor::new(origin, name, endpoint.protocols)?;
-        for warning in warnings {
-            log_at!(logger, Warn, "kestrel.tls", "{}", warning);
-        }
+        let acceptor = acceptor::TlsAcceptor::new(origin, name, endpoint.protocols, logger)?;
         layers.acceptors.push(Some(Arc::new(acceptor)));
     }
     Ok(layers)

@@ -64,24 +64,10 @@ pub(crate) async fn watch_files(
         }
         last = now;
         let reloading = acceptor.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            reloading
-                .prepare_reload()
-                .map(|prepared| reloading.install(prepared))
-        })
-        .await;
+        let outcome = tokio::task::spawn_blocking(move || reloading.prepare_reload()).await;
         match outcome {
-            Ok(Ok(warnings)) => {
-                for warning in warnings {
-                    log_at!(ctx.logger, Warn, "kestrel.tls", "{}", warning);
-                }
-                log_at!(
-                    ctx.logger,
-                    Info,
-                    "kestrel.tls",
-                    "{}: certificate files changed, reloaded",
-                    acceptor.endpoint()
-                );
+            Ok(Ok(prepared)) => {
+                acceptor.install(prepared, &ctx.logger, "certificate files changed, reloaded")
             }
             Ok(Err(e)) => log_at!(
                 ctx.logger,
