@@ -25,6 +25,17 @@ static void *answer_from_thread(void *arg) {
     return NULL;
 }
 
+/* Opens a connection, sends `raw`, and takes the request it makes; `*fd` gets the connection. */
+static kestrel_request *send_and_pull(kestrel_server *server, int port, const char *raw, int *fd) {
+    *fd = http_connect(port);
+    REQUIRE(*fd >= 0);
+    send_str(*fd, raw);
+    kestrel_request *req = NULL;
+    CHECK_RC(kestrel_server_next_request(server, WAIT_MS, &req), KESTREL_OK);
+    REQUIRE(req != NULL);
+    return req;
+}
+
 /* A read blocked on a body that never comes, while another thread completes the request. */
 static int overlap_got;
 static kestrel_result overlap_rc = 999;
@@ -75,12 +86,8 @@ int main(void) {
     CHECK_RC(kestrel_server_next_request(server, 0, &req), KESTREL_TIMEOUT);
 
     /* A request: read its body and answer it from this (the main) thread. */
-    int fd = http_connect(port);
-    REQUIRE(fd >= 0);
-    send_str(fd, "POST /first?k=v HTTP/1.1\r\nHost: pull\r\nContent-Length: 11\r\nConnection: close\r\n\r\npulled body");
-    req = NULL;
-    CHECK_RC(kestrel_server_next_request(server, WAIT_MS, &req), KESTREL_OK);
-    REQUIRE(req != NULL);
+    int fd = -1;
+    req = send_and_pull(server, port, "POST /first?k=v HTTP/1.1\r\nHost: pull\r\nContent-Length: 11\r\nConnection: close\r\n\r\npulled body", &fd);
     CHECK(str_eq(kestrel_request_method(req), "POST"));
     CHECK(str_eq(kestrel_request_path(req), "/first"));
     CHECK(str_eq(kestrel_request_query(req), "k=v"));
@@ -105,12 +112,7 @@ int main(void) {
     http_response_free(&r);
 
     /* A request answered from another host thread. */
-    fd = http_connect(port);
-    REQUIRE(fd >= 0);
-    send_str(fd, "GET /second HTTP/1.1\r\nHost: pull\r\nConnection: close\r\n\r\n");
-    req = NULL;
-    CHECK_RC(kestrel_server_next_request(server, WAIT_MS, &req), KESTREL_OK);
-    REQUIRE(req != NULL);
+    req = send_and_pull(server, port, "GET /second HTTP/1.1\r\nHost: pull\r\nConnection: close\r\n\r\n", &fd);
     pthread_t thread;
     REQUIRE(pthread_create(&thread, NULL, answer_from_thread, req) == 0);
     http_read_response(fd, &r);
@@ -121,12 +123,7 @@ int main(void) {
 
     /* A blocking read overlapping a completion from another thread: the handle stays valid until
      * the read returns (valgrind would report the use after free otherwise). */
-    fd = http_connect(port);
-    REQUIRE(fd >= 0);
-    send_str(fd, "POST /overlap HTTP/1.1\r\nHost: pull\r\nContent-Length: 100\r\n\r\nfirst");
-    req = NULL;
-    CHECK_RC(kestrel_server_next_request(server, WAIT_MS, &req), KESTREL_OK);
-    REQUIRE(req != NULL);
+    req = send_and_pull(server, port, "POST /overlap HTTP/1.1\r\nHost: pull\r\nContent-Length: 100\r\n\r\nfirst", &fd);
     pthread_t reader;
     REQUIRE(pthread_create(&reader, NULL, read_until_error, req) == 0);
     for (int i = 0; i < 500 && atomic_get(&overlap_got) == 0; i++) sleep_ms(10);
@@ -141,12 +138,7 @@ int main(void) {
     CHECK(overlap_rc == KESTREL_CANCELLED);
 
     /* A request in flight at stop: aborted; completing it reports KESTREL_CANCELLED. */
-    fd = http_connect(port);
-    REQUIRE(fd >= 0);
-    send_str(fd, "GET /inflight HTTP/1.1\r\nHost: pull\r\nConnection: close\r\n\r\n");
-    req = NULL;
-    CHECK_RC(kestrel_server_next_request(server, WAIT_MS, &req), KESTREL_OK);
-    REQUIRE(req != NULL);
+    req = send_and_pull(server, port, "GET /inflight HTTP/1.1\r\nHost: pull\r\nConnection: close\r\n\r\n", &fd);
     CHECK(str_eq(kestrel_request_path(req), "/inflight"));
 
     /* Meanwhile another host thread waits forever for the next request. */
